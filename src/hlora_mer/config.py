@@ -276,3 +276,219 @@ def to_yaml(cfg: Any) -> str:
     import yaml
 
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Experiments: data + model + training budget + evaluation protocol (docs/training.md)
+
+PROTOCOLS: tuple[str, ...] = ("loso", "composite", "hde", "all")
+METRICS: tuple[str, ...] = ("acc", "uf1", "uar", "war")
+
+
+@dataclass
+class DataConfig:
+    """Which datasets, which label scheme, and how clips are aligned into the preprocessing cache."""
+
+    datasets: tuple[str, ...] = _field(
+        ("casme2",),
+        "registered dataset names read with hlora_mer.data.load_dataset (casme2, samm, casme3, megc2019, ...); "
+        "several for holdout-database evaluation",
+    )
+    roots: dict[str, str | None] = _field(
+        {}, "dataset name -> its root folder, unchanged from the download; set on the command line, "
+        "e.g. data.roots.casme2=/data/CASME2"
+    )
+    versions: dict[str, str | None] = _field(
+        {}, "dataset name -> annotation version (casme2: 20190701, 20140508; casme3: v2); null = the loader default"
+    )
+    options: dict[str, dict[str, Any]] = _field(
+        {}, "dataset name -> extra loader options (e.g. casme2: {frames: cropped}); see 'hlora-mer data list'"
+    )
+    label_scheme: str = _field("casme2_5cls", "registered label scheme; it fixes the classes and model.num_classes")
+    cache_dir: str | None = _field(
+        None, "folder of the aligned-clip cache ('hlora-mer preprocess' output); null = <output_dir>/cache"
+    )
+    detector: str = _field("dlib", "landmark detector for alignment: dlib, mediapipe, or none (frames already cropped)")
+    margin: float = _field(0.5, "border around the eyes-and-mouth box, as a fraction of its extent")
+    sampling: str = _field("uniform", "temporal sampling of the t frames in onset..offset: uniform or apex")
+    preprocess_workers: int = _field(1, "processes that align clips when the cache lacks some")
+    flip_prob: float = _field(0.5, "probability of a horizontal flip of a training clip (all frames together)")
+
+    def __post_init__(self) -> None:
+        self.datasets = tuple(self.datasets)
+        if not self.datasets:
+            raise ConfigError("data.datasets must name at least one dataset")
+        if len(set(self.datasets)) != len(self.datasets):
+            raise ConfigError(f"data.datasets repeats a name: {list(self.datasets)}")
+        for name in ("roots", "versions", "options"):
+            # Keys left empty for a dataset no longer listed (after an override of datasets) are dropped.
+            mapping = {k: v for k, v in dict(getattr(self, name)).items() if k in self.datasets or v}
+            extra = sorted(set(mapping) - set(self.datasets))
+            if extra:
+                raise ConfigError(f"data.{name} has keys {extra} that are not in data.datasets {list(self.datasets)}")
+            # Every dataset gets a key, so that 'data.roots.casme2=/path' is a valid override.
+            for dataset in self.datasets:
+                mapping.setdefault(dataset, {} if name == "options" else None)
+            setattr(self, name, mapping)
+        _choice("data.detector", self.detector, ("dlib", "mediapipe", "none"))
+        _choice("data.sampling", self.sampling, ("uniform", "apex"))
+        if not 0.0 <= self.flip_prob <= 1.0:
+            raise ConfigError(f"data.flip_prob must be in [0, 1]; got {self.flip_prob}")
+        if self.preprocess_workers < 1:
+            raise ConfigError(f"data.preprocess_workers must be >= 1; got {self.preprocess_workers}")
+
+
+@dataclass
+class TrainConfig:
+    """The training budget: fixed in advance, never chosen on a test subject (paper 4.1.3 recipe)."""
+
+    optimizer: str = _field("adam", "adam (the paper) or adamw")
+    lr: float = _field(1e-3, "learning rate, constant (the paper: 1e-3)")
+    weight_decay: float = _field(0.0, "weight decay (the paper gives none; the official code uses 1e-3)")
+    batch_size: int = _field(36, "clips per optimisation step (the paper: 36)")
+    steps: int = _field(600, "optimisation steps per fold, fixed in advance (the official code: 600)")
+    val_subjects: float = _field(
+        0.0,
+        "validation split drawn from the TRAINING subjects of each fold: a fraction of them (0 < x < 1) or a "
+        "count (>= 1); 0 = no validation split",
+    )
+    select: str = _field(
+        "last",
+        "which weights a fold keeps: last (the model after the fixed budget) or val (the evaluation point with "
+        "the best validation UF1; needs val_subjects > 0). Never the test subject.",
+    )
+    eval_every: int = _field(
+        0, "steps between evaluations on the validation split (and the leaky test curve); 0 = once per epoch"
+    )
+    grad_clip: float | None = _field(None, "clip the gradient norm to this value; null = no clipping")
+    device: str = _field("auto", "auto (cuda when available), cpu, cuda or cuda:N")
+    precision: str = _field("fp32", "fp32, or bf16 autocast on CUDA")
+    num_workers: int = _field(0, "DataLoader worker processes (0 keeps CPU runs bit-for-bit reproducible)")
+    save_checkpoints: bool = _field(True, "write each fold's trainable tensors (LoRA, fusion, head)")
+
+    def __post_init__(self) -> None:
+        _choice("train.optimizer", self.optimizer, ("adam", "adamw"))
+        _choice("train.select", self.select, ("last", "val"))
+        _choice("train.precision", self.precision, ("fp32", "bf16"))
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0; got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be >= 0; got {self.weight_decay}")
+        if self.batch_size < 1 or self.steps < 1:
+            raise ConfigError(f"train.batch_size and train.steps must be >= 1; got {self.batch_size}, {self.steps}")
+        if self.val_subjects < 0 or (self.val_subjects >= 1 and self.val_subjects != int(self.val_subjects)):
+            raise ConfigError(f"train.val_subjects must be 0, a fraction in (0, 1) or a whole count; got {self.val_subjects}")
+        if self.select == "val" and self.val_subjects == 0:
+            raise ConfigError("train.select=val needs a validation split: set train.val_subjects > 0")
+        if self.eval_every < 0:
+            raise ConfigError(f"train.eval_every must be >= 0; got {self.eval_every}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"train.grad_clip must be > 0 or null; got {self.grad_clip}")
+        if self.num_workers < 0:
+            raise ConfigError(f"train.num_workers must be >= 0; got {self.num_workers}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation protocol and what the report shows."""
+
+    protocol: str = _field(
+        "loso",
+        "loso: one fold per subject; composite: LOSO over a multi-dataset table with per-dataset scores "
+        "(MEGC2019); hde: train on one dataset, test on another (Table 7); all: train on every subject, no test",
+    )
+    directions: tuple[str, ...] = _field(
+        (), "hde: 'train->test' dataset pairs, e.g. casme2->samm; empty = every ordered pair of data.datasets"
+    )
+    seeds: tuple[int, ...] = _field((0,), "training seeds; metrics are reported as mean and std over them")
+    folds: tuple[str, ...] = _field((), "run only these folds (by name, e.g. casme2/01); empty = all. For debugging")
+    metrics: tuple[str, ...] = _field(("acc", "uf1"), "the columns of the paper-style table: acc, uf1, uar, war")
+    bootstrap: int = _field(1000, "bootstrap resamples over test subjects for the confidence interval; 0 = none")
+    confidence: float = _field(0.95, "level of the bootstrap confidence interval")
+    leaky_best_epoch: bool = _field(
+        False,
+        "also evaluate the test subject during training and report, in a separate column labelled leaky, the "
+        "best-evaluation-point score per fold, as the official code does. For comparison only, never the result",
+    )
+
+    def __post_init__(self) -> None:
+        self.directions = tuple(self.directions)
+        self.seeds = tuple(self.seeds)
+        self.folds = tuple(self.folds)
+        self.metrics = tuple(self.metrics)
+        _choice("eval.protocol", self.protocol, PROTOCOLS)
+        if not self.seeds:
+            raise ConfigError("eval.seeds must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"eval.seeds repeats a seed: {list(self.seeds)}")
+        bad = [m for m in self.metrics if m not in METRICS]
+        if bad or not self.metrics:
+            raise ConfigError(f"eval.metrics must be a non-empty subset of {', '.join(METRICS)}; got {list(self.metrics)}")
+        for d in self.directions:
+            a, sep, b = d.partition("->")
+            if not sep or not a.strip() or not b.strip() or a.strip() == b.strip():
+                raise ConfigError(f"eval.directions entries look like casme2->samm; got {d!r}")
+        if self.directions and self.protocol != "hde":
+            raise ConfigError("eval.directions applies to protocol hde only")
+        if self.bootstrap < 0:
+            raise ConfigError(f"eval.bootstrap must be >= 0; got {self.bootstrap}")
+        if not 0.0 < self.confidence < 1.0:
+            raise ConfigError(f"eval.confidence must be in (0, 1); got {self.confidence}")
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment of the paper (or yours): data, model, training budget and evaluation protocol."""
+
+    name: str = _field("experiment", "short name; the default run folder is <output_dir>/<name>")
+    description: str = _field("", "what this experiment reproduces (e.g. 'Table 3, CASME II, 5 classes')")
+    output_dir: str = _field("runs", "parent folder of run folders")
+    data: DataConfig = _field(DataConfig(), "datasets, labels and preprocessing")
+    model: ModelConfig = _field(ModelConfig(), "the HLoRA-MER model (model.num_classes is set from the label scheme)")
+    train: TrainConfig = _field(TrainConfig(), "the fixed training budget")
+    eval: EvalConfig = _field(EvalConfig(), "the evaluation protocol and report")
+    sweep: dict[str, list[str]] = _field(
+        {},
+        "variant name -> list of key=value overrides; 'hlora-mer train' runs each variant into "
+        "<run folder>/<variant> (e.g. the N_l sweep of Fig. 3). Empty = a single run",
+    )
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ConfigError(f"name must be a plain folder name; got {self.name!r}")
+        for variant, overrides in self.sweep.items():
+            if not isinstance(variant, str) or not variant or "/" in variant:
+                raise ConfigError(f"sweep variant names must be plain folder names; got {variant!r}")
+            if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+                raise ConfigError(f"sweep.{variant} must be a list of key=value strings; got {overrides!r}")
+            if any(o.strip().lstrip("-").startswith("sweep") for o in overrides):
+                raise ConfigError(f"sweep.{variant} may not override sweep itself")
+        if self.eval.protocol == "hde":
+            for d in self.eval.directions:
+                for part in d.split("->"):
+                    if part.strip() not in self.data.datasets:
+                        raise ConfigError(f"eval.directions names {part.strip()!r}, which is not in data.datasets")
+            if len(self.data.datasets) < 2:
+                raise ConfigError("protocol hde needs two datasets in data.datasets (train on one, test on the other)")
+
+
+def sweep_variants(cfg: ExperimentConfig) -> dict[str, ExperimentConfig]:
+    """Expand ``cfg.sweep`` into one config per variant (name ``<name>-<variant>``, empty sweep).
+
+    A config without a sweep gives ``{"": cfg}``.
+    """
+    if not cfg.sweep:
+        return {"": cfg}
+    base = dataclasses.replace(cfg, sweep={})
+    out = {}
+    for variant, overrides in cfg.sweep.items():
+        variant_cfg = apply_overrides(base, list(overrides))
+        out[variant] = dataclasses.replace(variant_cfg, name=f"{cfg.name}-{variant}")
+    return out
+
+
+def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read an experiment YAML (unknown keys are errors) and apply ``key=value`` overrides."""
+    return load_yaml(ExperimentConfig, path, overrides)

@@ -1,0 +1,189 @@
+"""``hlora-mer train``, ``hlora-mer evaluate`` and ``hlora-mer report``: protocols, metrics and run folders.
+
+Protocols, honesty rules and the run folder layout: ``docs/training.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    t = subparsers.add_parser(
+        "train",
+        help="train and evaluate an experiment (LOSO, composite, HDE or all subjects) into a run folder",
+        description="Run every fold of an experiment config with a fixed training budget, pool the test "
+        "predictions and write predictions.csv, metrics.json and report.md. An existing run folder with the "
+        "same settings is resumed: finished folds are skipped.",
+    )
+    t.add_argument("-c", "--config", required=True, help="experiment YAML (see configs/)")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, e.g. data.roots.casme2=/data/CASME2 train.steps=300")
+    t.add_argument("-o", "--output", help="run folder (default: <output_dir>/<name>; sweeps: one subfolder per variant)")
+    t.add_argument("--variant", action="append", default=[],
+                   help="run only this sweep variant (repeatable; default: every variant)")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved config(s) and exit")
+    t.set_defaults(func=train)
+
+    e = subparsers.add_parser(
+        "evaluate",
+        help="recompute predictions.csv, metrics.json and report.md of run folders from their fold files",
+        description="Pool the finished folds of each run folder again (e.g. after an interruption, or with "
+        "another bootstrap size) without training.",
+    )
+    e.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    e.add_argument("--bootstrap", type=int, help="bootstrap resamples (overrides the run's eval.bootstrap)")
+    e.set_defaults(func=evaluate)
+
+    r = subparsers.add_parser(
+        "report",
+        help="put several runs side by side as a paper-style Markdown table",
+        description="One row per run (a sweep folder expands to its variants), the paper-style columns of each.",
+    )
+    r.add_argument("runs", nargs="+", metavar="RUN", help="run folders or sweep folders")
+    r.add_argument("--metrics", help="comma-separated columns instead of each run's eval.metrics, e.g. acc,uf1,uar")
+    r.add_argument("-o", "--output", help="also write the table to this file")
+    r.set_defaults(func=report)
+
+
+class _Bars:
+    """tqdm bars for folds and steps, driven by the runner's callbacks."""
+
+    def __init__(self, quiet: bool, label: str) -> None:
+        from tqdm import tqdm
+
+        self.tqdm, self.quiet, self.label = tqdm, quiet, label
+        self.folds: Any = None
+        self.steps: Any = None
+
+    def on_start(self, total: int, finished: int) -> None:
+        self.folds = self.tqdm(total=total, initial=finished, desc=f"{self.label} folds", unit="fold",
+                               disable=self.quiet, position=0)
+
+    def on_fold_start(self, fold: str, seed: int, steps: int) -> None:
+        self.folds.set_postfix_str(f"{fold} seed {seed}")
+        self.steps = self.tqdm(total=steps, desc=f"  {fold}", unit="step", leave=False, disable=self.quiet,
+                               position=1)
+
+    def on_step(self, step: int, total: int, loss: float) -> None:
+        self.steps.update(1)
+        self.steps.set_postfix(loss=f"{loss:.4f}")
+
+    def on_fold_end(self, fold: str, seed: int, skipped: bool) -> None:
+        if self.steps is not None:
+            self.steps.close()
+            self.steps = None
+        if not skipped:
+            self.folds.update(1)
+
+    def close(self) -> None:
+        if self.steps is not None:
+            self.steps.close()
+        if self.folds is not None:
+            self.folds.close()
+
+
+def train(args: argparse.Namespace) -> int:
+    from hlora_mer.config import apply_overrides, load_experiment, sweep_variants, to_yaml
+    from hlora_mer.errors import ConfigError
+    from hlora_mer.evaluation.report import compare_runs
+    from hlora_mer.models.backbones import resolve_spec
+    from hlora_mer.training.data import build_source
+    from hlora_mer.training.runner import RunCallbacks, run_experiment
+
+    cfg = load_experiment(args.config, args.overrides)
+    variants = sweep_variants(cfg)
+    if args.variant:
+        unknown = [v for v in args.variant if v not in variants]
+        if unknown:
+            raise ConfigError(f"unknown sweep variant(s) {unknown}; the config has: {', '.join(variants) or 'none'}")
+        variants = {k: v for k, v in variants.items() if k in args.variant}
+    base = Path(args.output) if args.output else Path(cfg.output_dir) / cfg.name
+    if args.output and cfg.data.cache_dir is None:
+        # The aligned clips are shared by every run beside this one; they do not belong to a single run.
+        variants = {k: apply_overrides(v, [f"data.cache_dir={base.resolve().parent / 'cache'}"])
+                    for k, v in variants.items()}
+    if args.dry_run:
+        for name, vcfg in variants.items():
+            print(f"# variant {name}" if name else f"# {vcfg.name}")
+            print(to_yaml(vcfg))
+        return 0
+    quiet = bool(getattr(args, "quiet", False))
+    done = []
+    for name, vcfg in variants.items():
+        resolve_spec(vcfg.model.backbone.name)  # an unknown backbone fails before any data is read
+        run_dir = base / name if name else base
+        from tqdm import tqdm
+
+        pbar: list[Any] = []  # created once the number of clips is known, i.e. after the data was read
+        try:
+            source, excluded = build_source(
+                vcfg,
+                on_plan=lambda n: pbar.append(tqdm(total=n, desc=f"{vcfg.name}: preprocess", unit="clip",
+                                                   disable=quiet)),
+                progress=lambda _result: pbar[0].update(1),
+            )
+        finally:
+            for bar in pbar:
+                bar.close()
+        bars = _Bars(quiet, vcfg.name)
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        try:
+            with logging_redirect_tqdm():
+                metrics = run_experiment(
+                    vcfg, run_dir, source, excluded=excluded,
+                    callbacks=RunCallbacks(bars.on_start, bars.on_fold_start, bars.on_step, bars.on_fold_end),
+                )
+        finally:
+            bars.close()
+        done.append(run_dir)
+        if not quiet:
+            print(f"{vcfg.name}: run folder {run_dir}")
+            if metrics.get("table"):
+                print(compare_runs([run_dir]))
+    if len(done) > 1 and not quiet:
+        print(compare_runs(done))
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from hlora_mer.config import apply_overrides, to_yaml
+    from hlora_mer.evaluation.report import compare_runs, finalize_run
+    from hlora_mer.training.runner import CONFIG_FILE, atomic_write_text
+
+    for run in map(Path, args.runs):
+        if args.bootstrap is not None:
+            import yaml
+
+            from hlora_mer.config import ExperimentConfig, from_dict
+
+            if not (run / CONFIG_FILE).is_file():
+                from hlora_mer.errors import UserError
+
+                raise UserError(f"{run} is not a run folder (no {CONFIG_FILE})")
+            cfg = from_dict(ExperimentConfig, yaml.safe_load((run / CONFIG_FILE).read_text()) or {})
+            atomic_write_text(run / CONFIG_FILE, to_yaml(apply_overrides(cfg, [f"eval.bootstrap={args.bootstrap}"])))
+        finalize_run(run)
+        if not args.quiet:
+            print(f"{run}: metrics.json and report.md rewritten")
+    if not args.quiet:
+        print(compare_runs(args.runs))
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from hlora_mer.evaluation.report import compare_runs
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    table = compare_runs(args.runs, metrics)
+    if args.output:
+        Path(args.output).write_text(table, encoding="utf-8")
+    sys.stdout.write(table)
+    return 0

@@ -1,0 +1,187 @@
+"""The one place where an experiment's data config becomes torch Datasets.
+
+The fold runner only needs a :class:`DataSource`: a labelled sample table (``sample_id``, ``subject``,
+``dataset``, ``label``, ``label_index``), the class names, and ``dataset(ids, train=...)`` returning a
+torch ``Dataset`` of dict samples (``clip`` (T, 3, H, W) normalised, ``label``, ``sample_id``,
+``subject``). Two implementations:
+
+- :class:`TensorSource`: clips already in memory (tests, notebooks);
+- :class:`CacheSource`: the aligned-clip cache of ``hlora-mer preprocess``
+  (``hlora_mer.data.clip_dataset.AlignedClipDataset``).
+
+:func:`build_source` is the glue: ``data.datasets`` -> ``hlora_mer.data.load_dataset`` -> label scheme ->
+``hlora_mer.preprocess.run.preprocess_table`` (only clips missing from the cache run) -> ``CacheSource``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from hlora_mer.config import ExperimentConfig
+from hlora_mer.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+TABLE_COLUMNS: tuple[str, ...] = ("sample_id", "subject", "dataset", "label", "label_index")
+
+
+class DataSource(Protocol):
+    """What the fold runner reads: a labelled table, class names and a Dataset factory."""
+
+    table: pd.DataFrame
+    classes: tuple[str, ...]
+    info: dict[str, Any]
+
+    def dataset(self, sample_ids: Sequence[str], *, train: bool) -> Dataset: ...
+
+
+def check_table(table: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """Validate the columns the runner needs; returns the table indexed 0..N-1."""
+    missing = [c for c in TABLE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"the labelled table lacks column(s) {missing}; expected {list(TABLE_COLUMNS)}")
+    bad = table.loc[(table["label_index"] < 0) | (table["label_index"] >= len(classes))]
+    if len(bad):
+        raise ValueError(f"label_index outside 0..{len(classes) - 1} for {bad['sample_id'].iloc[0]}")
+    return table.reset_index(drop=True)
+
+
+class _TensorDataset(Dataset):
+    def __init__(self, clips: torch.Tensor, rows: pd.DataFrame, train: bool, flip_prob: float) -> None:
+        self.clips, self.rows, self.train, self.flip_prob = clips, rows, train, flip_prob
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.rows.iloc[i]
+        clip = self.clips[int(row["_pos"])]  # (T, 3, H, W)
+        if self.train and self.flip_prob > 0 and torch.rand(()).item() < self.flip_prob:
+            clip = clip.flip(-1)  # every frame along W, together
+        return {"clip": clip, "label": int(row["label_index"]), "sample_id": str(row["sample_id"]),
+                "subject": str(row["subject"])}
+
+
+@dataclass
+class TensorSource:
+    """In-memory clips ``(N, T, 3, H, W)``, row ``i`` of ``table`` is clip ``i``."""
+
+    table: pd.DataFrame
+    clips: torch.Tensor
+    classes: tuple[str, ...]
+    flip_prob: float = 0.5
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.table = check_table(self.table, self.classes)
+        if self.clips.ndim != 5 or len(self.clips) != len(self.table):
+            raise ValueError(f"expected clips (N={len(self.table)}, T, 3, H, W), got {tuple(self.clips.shape)}")
+        self._pos = pd.Series(range(len(self.table)), index=self.table["sample_id"].astype(str))
+
+    def dataset(self, sample_ids: Sequence[str], *, train: bool) -> Dataset:
+        rows = self.table.set_index(self.table["sample_id"].astype(str)).loc[list(sample_ids)].reset_index(drop=True)
+        rows["_pos"] = self._pos.loc[list(sample_ids)].to_numpy()
+        return _TensorDataset(self.clips, rows, train, self.flip_prob)
+
+
+@dataclass
+class CacheSource:
+    """Clips from a preprocessing cache folder (the parameter-set folder holding ``manifest.json``)."""
+
+    table: pd.DataFrame
+    cache_dir: Path
+    classes: tuple[str, ...]
+    num_frames: int
+    flip_prob: float = 0.5
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.table = check_table(self.table, self.classes)
+
+    def dataset(self, sample_ids: Sequence[str], *, train: bool) -> Dataset:
+        from hlora_mer.data.clip_dataset import AlignedClipDataset
+
+        rows = self.table.set_index(self.table["sample_id"].astype(str)).loc[list(sample_ids)].reset_index(drop=True)
+        return AlignedClipDataset(rows, self.cache_dir, train=train, flip_prob=self.flip_prob,
+                                  num_frames=self.num_frames)
+
+
+def load_labelled_table(cfg: ExperimentConfig) -> tuple[pd.DataFrame, tuple[str, ...], pd.DataFrame, dict[str, Any]]:
+    """Read every dataset of ``cfg.data`` and apply the label scheme.
+
+    Returns:
+        ``(table, classes, excluded, info)``: the labelled table, the scheme's class names, the rows left
+        out (by the loader or the scheme, with ``reason``), and per-dataset provenance (version, md5).
+
+    Raises:
+        DatasetError: a root that is not set or does not exist (the message says which override to pass).
+    """
+    from hlora_mer.data import apply_label_scheme, get_scheme, load_dataset
+
+    scheme = get_scheme(cfg.data.label_scheme)
+    tables, excluded, info = [], [], {}
+    for name in cfg.data.datasets:
+        root = cfg.data.roots.get(name)
+        if not root:
+            raise DatasetError(
+                f"no root folder for dataset {name!r}: pass data.roots.{name}=/path/to/{name} "
+                "(the folder as downloaded; layouts in docs/datasets.md)"
+            )
+        loaded = load_dataset(name, root, version=cfg.data.versions.get(name), **(cfg.data.options.get(name) or {}))
+        tables.append(loaded.table)
+        excluded.append(loaded.excluded)
+        info[name] = {"root": str(root), "version": loaded.version, "annotation_md5": loaded.annotation_md5,
+                      "samples": len(loaded.table)}
+    table = pd.concat(tables, ignore_index=True)
+    labelled, dropped = apply_label_scheme(table, scheme)
+    excluded.append(dropped)
+    all_excluded = pd.concat([e for e in excluded if len(e)], ignore_index=True) if any(len(e) for e in excluded) \
+        else pd.DataFrame(columns=["sample_id", "reason"])
+    if labelled.empty:
+        raise DatasetError(f"label scheme {scheme.name} keeps no sample of {list(cfg.data.datasets)}")
+    return labelled.reset_index(drop=True), tuple(scheme.classes), all_excluded, info
+
+
+def build_source(
+    cfg: ExperimentConfig,
+    *,
+    progress: Callable[[Any], None] | None = None,
+    on_plan: Callable[[int], None] | None = None,
+) -> tuple[CacheSource, pd.DataFrame]:
+    """The data of an experiment, preprocessed into the cache: ``(source, excluded rows)``.
+
+    Clips that fail preprocessing are dropped with a warning and listed in the excluded rows (reason
+    ``preprocessing failed: ...``), never silently.
+
+    Args:
+        cfg: the experiment (``data`` section, plus ``model.num_frames`` / ``model.image_size``).
+        progress: called once per clip by the preprocessing (done, skipped or failed).
+        on_plan: called with the number of clips before preprocessing starts (for a progress bar).
+    """
+    from hlora_mer.preprocess.run import PreprocessParams, preprocess_table
+
+    table, classes, excluded, info = load_labelled_table(cfg)
+    params = PreprocessParams(num_frames=cfg.model.num_frames, size=cfg.model.image_size, detector=cfg.data.detector,
+                              margin=cfg.data.margin, sampling=cfg.data.sampling)  # type: ignore[arg-type]
+    cache_root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.output_dir) / "cache"
+    if on_plan is not None:
+        on_plan(len(table))
+    report = preprocess_table(table, cache_root, params, workers=cfg.data.preprocess_workers, progress=progress)
+    if report.failed:
+        logger.warning("%d clip(s) failed preprocessing and are left out (see %s)", len(report.failed),
+                       report.failures_path)
+        failed = table[table["sample_id"].isin(report.failed)].copy()
+        failed["reason"] = [f"preprocessing failed: {report.failed[s]}" for s in failed["sample_id"]]
+        excluded = pd.concat([excluded, failed], ignore_index=True)
+        table = table[~table["sample_id"].isin(report.failed)].reset_index(drop=True)
+    info["cache_dir"] = str(Path(report.cache_dir).resolve())
+    source = CacheSource(table, Path(report.cache_dir), classes, cfg.model.num_frames, cfg.data.flip_prob, info)
+    return source, excluded

@@ -1,0 +1,258 @@
+"""Training for a fixed budget, and prediction; no file I/O besides logging.
+
+The budget is a fixed number of optimisation steps (HLoRA-MER §4.1.3: Adam, lr 1e-3, batch 36, cross
+entropy; the official code runs 600 steps). Batches come from a seeded sampler that walks a fresh
+permutation of the training set each epoch, so a seed fixes every batch and every flip (with
+``num_workers=0``): the same seed gives the same predictions on CPU.
+
+Evaluation points (every ``eval_every`` steps) serve two optional purposes, both outside the result:
+choosing the step on a validation split of TRAINING subjects (``select="val"``), and the leaky
+"best epoch on the test subject" number some papers report, kept only in a separate column.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from hlora_mer.config import TrainConfig
+from hlora_mer.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def derive_seed(*parts: int) -> int:
+    """A well-mixed 31-bit seed from integers (run seed, fold index, purpose)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; a named CUDA device must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but no CUDA device is available; use train.device=cpu or auto")
+    return torch.device(name)
+
+
+class FixedStepBatchSampler(Sampler[list[int]]):
+    """Exactly ``steps`` batches of ``batch_size`` indices: one seeded permutation per epoch.
+
+    A batch never straddles two epochs; the last, short batch of an epoch is dropped unless the
+    dataset is smaller than one batch (then every batch is the whole shuffled set).
+    """
+
+    def __init__(self, n: int, batch_size: int, steps: int, seed: int) -> None:
+        if n < 1:
+            raise ValueError("cannot train on an empty training set")
+        self.n, self.batch_size, self.steps, self.seed = n, batch_size, steps, seed
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, self.n // self.batch_size)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed)
+        done = 0
+        while done < self.steps:
+            perm = torch.randperm(self.n, generator=gen).tolist()
+            size = min(self.batch_size, self.n)
+            for start in range(0, self.steps_per_epoch * size, size):
+                yield perm[start:start + size]
+                done += 1
+                if done == self.steps:
+                    return
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack dict samples: ``clip`` -> (B, T, 3, H, W), ``label`` -> (B,), ids as lists."""
+    return {
+        "clip": torch.stack([s["clip"] for s in samples]),
+        "label": torch.tensor([int(s["label"]) for s in samples], dtype=torch.long),
+        "sample_id": [str(s["sample_id"]) for s in samples],
+        "subject": [str(s.get("subject", "")) for s in samples],
+    }
+
+
+@dataclass
+class Predictions:
+    """Model outputs for a dataset, in dataset order."""
+
+    sample_ids: list[str]
+    labels: np.ndarray  # (N,) int
+    probs: np.ndarray  # (N, m) float
+
+    @property
+    def preds(self) -> np.ndarray:
+        return self.probs.argmax(axis=1) if len(self.probs) else np.zeros(0, dtype=np.int64)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: Dataset, *, batch_size: int = 36, device: torch.device | str = "cpu",
+            precision: str = "fp32") -> Predictions:
+    """Softmax probabilities of ``model`` on every sample of ``dataset`` (eval mode, no flips)."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    ids: list[str] = []
+    labels: list[int] = []
+    probs: list[np.ndarray] = []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    for batch in loader:
+        with _autocast(device, precision):
+            logits = model(batch["clip"].to(device))
+        probs.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+        ids.extend(batch["sample_id"])
+        labels.extend(batch["label"].tolist())
+    model.train(was_training)
+    m = probs[0].shape[1] if probs else 0
+    return Predictions(ids, np.asarray(labels, dtype=np.int64),
+                       np.concatenate(probs) if probs else np.zeros((0, m), dtype=np.float32))
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    if precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("the model has no trainable parameter; check model.lora / model.backbone.finetune")
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@dataclass
+class EvalPoint:
+    """Scores at one evaluation point during training."""
+
+    step: int
+    val: dict[str, float] | None = None
+    test: dict[str, float] | None = None
+
+
+@dataclass
+class TrainResult:
+    """What training did: the final loss, the evaluation curve, and which step's weights were kept."""
+
+    steps: int
+    final_loss: float
+    selected_step: int
+    curve: list[EvalPoint] = field(default_factory=list)
+    leaky_best: dict[str, Any] | None = None  # {"step", "acc", "predictions"}; comparison only
+
+
+StepCallback = Callable[[int, int, float], None]  # (step, total, loss)
+
+
+def train_fixed_budget(
+    model: nn.Module,
+    train_set: Dataset,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    device: torch.device | str = "cpu",
+    val_set: Dataset | None = None,
+    test_set: Dataset | None = None,
+    leaky: bool = False,
+    score_fn: Callable[[Predictions], dict[str, float]] | None = None,
+    on_step: StepCallback | None = None,
+) -> TrainResult:
+    """Train ``model`` in place for exactly ``cfg.steps`` steps.
+
+    Args:
+        model: a freshly built model (its trainable parameters are those with ``requires_grad``).
+        train_set: dict samples (``clip``, ``label``, ``sample_id``); flips are the dataset's business.
+        cfg: the budget.
+        seed: seeds the batch order and every random draw of this fold.
+        device: where to train.
+        val_set: validation samples from training subjects; scored at each evaluation point, and, with
+            ``cfg.select == "val"``, the weights of the best validation UF1 are restored at the end.
+        test_set: the fold's test samples; only looked at when ``leaky`` (the comparison column).
+        leaky: score ``test_set`` at each evaluation point and remember the best-accuracy one.
+        score_fn: predictions -> scores (default: accuracy and UF1 from ``evaluation.metrics``).
+        on_step: progress hook ``(step, total, loss)``.
+    """
+    from hlora_mer.evaluation.metrics import scores
+
+    device = torch.device(device)
+    seed_everything(seed)
+    model.to(device).train()
+    optimizer = build_optimizer(model, cfg)
+    loss_fn = nn.CrossEntropyLoss()
+    sampler = FixedStepBatchSampler(len(train_set), cfg.batch_size, cfg.steps, seed)
+    loader = DataLoader(
+        train_set, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers,
+        generator=torch.Generator().manual_seed(seed), persistent_workers=False,
+        worker_init_fn=(lambda w: seed_everything(seed + 1 + w)) if cfg.num_workers else None,
+    )
+    eval_every = cfg.eval_every or sampler.steps_per_epoch
+    wants_eval = (val_set is not None and len(val_set) > 0) or (leaky and test_set is not None and len(test_set) > 0)
+
+    def default_score(p: Predictions) -> dict[str, float]:
+        m = p.probs.shape[1] if p.probs.ndim == 2 and len(p.probs) else 2
+        return scores(p.labels, p.preds, m)
+
+    score = score_fn or default_score
+    result = TrainResult(steps=cfg.steps, final_loss=math.nan, selected_step=cfg.steps)
+    best_val, best_state = -math.inf, None
+    loss_value = math.nan
+    for step, batch in enumerate(loader, start=1):
+        with _autocast(device, cfg.precision):
+            logits = model(batch["clip"].to(device))
+        loss = loss_fn(logits.float(), batch["label"].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip is not None:
+            nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+        optimizer.step()
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"training loss became {loss_value} at step {step}; lower train.lr")
+        if on_step is not None:
+            on_step(step, cfg.steps, loss_value)
+        if wants_eval and (step % eval_every == 0 or step == cfg.steps):
+            point = EvalPoint(step)
+            if val_set is not None and len(val_set) > 0:
+                point.val = score(predict(model, val_set, batch_size=cfg.batch_size, device=device,
+                                          precision=cfg.precision))
+                if cfg.select == "val" and point.val["uf1"] > best_val:
+                    best_val = point.val["uf1"]
+                    best_state = copy.deepcopy(model.trainable_state_dict() if hasattr(model, "trainable_state_dict")
+                                               else model.state_dict())
+                    result.selected_step = step
+            if leaky and test_set is not None and len(test_set) > 0:
+                test_pred = predict(model, test_set, batch_size=cfg.batch_size, device=device, precision=cfg.precision)
+                point.test = score(test_pred)
+                # max-over-epochs test accuracy, as the official code's best_acc (first maximum wins)
+                if result.leaky_best is None or point.test["acc"] > result.leaky_best["acc"]:
+                    result.leaky_best = {"step": step, "acc": point.test["acc"], "predictions": test_pred}
+            result.curve.append(point)
+            model.train()
+    result.final_loss = loss_value
+    if cfg.select == "val" and best_state is not None:
+        model.load_state_dict(best_state, strict=False)
+    logger.debug("trained %d steps, final loss %.4f, kept step %d", cfg.steps, loss_value, result.selected_step)
+    return result

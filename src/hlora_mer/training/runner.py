@@ -1,0 +1,332 @@
+"""Run an experiment's folds into a run folder, resumably; then pool the predictions and report.
+
+For every seed and fold: build a fresh model, train it for the fixed budget on the fold's training
+subjects (optionally minus a validation split of them), predict the test subjects, and write the fold's
+outputs. A fold is finished when its ``result.json`` exists: it is written last, atomically, after the
+predictions and the checkpoint, so an interrupted run resumes by skipping finished folds, and its final
+metrics are identical to those of an uninterrupted run (they are always computed from the files).
+
+Run folder::
+
+    RUN/config.yaml                 the resolved config (model.num_classes from the label scheme)
+    RUN/run.json                    package version, git commit, torch, device, classes, data provenance
+    RUN/folds.json                  every fold: name, training and test sample ids
+    RUN/excluded.csv                samples left out by the loader, the label scheme or preprocessing
+    RUN/folds/seed<S>/<fold>/       predictions.csv, result.json, checkpoint/ (trainable tensors only)
+    RUN/predictions.csv             all folds and seeds, pooled
+    RUN/metrics.json  RUN/report.md  RUN/confusion.png
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hlora_mer import __version__
+from hlora_mer.config import ExperimentConfig, from_dict, to_dict, to_yaml
+from hlora_mer.errors import ConfigError
+from hlora_mer.training.data import DataSource
+from hlora_mer.training.engine import Predictions, derive_seed, resolve_device, seed_everything, train_fixed_budget
+from hlora_mer.training.splits import Fold, make_folds, validation_split
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+RUN_FILE = "run.json"
+FOLDS_FILE = "folds.json"
+RESULT_FILE = "result.json"
+FOLD_PREDICTIONS = "predictions.csv"
+CHECKPOINT_DIR = "checkpoint"
+
+# Settings that change only the report, not what is trained: a run may resume with other values.
+_REPORT_ONLY = {"name", "description", "output_dir", "eval.bootstrap", "eval.confidence", "eval.metrics",
+                "eval.folds", "train.device", "train.save_checkpoints", "data.preprocess_workers", "data.cache_dir"}
+
+
+@dataclass
+class RunCallbacks:
+    """Progress hooks; the CLI draws bars with them, the library never does."""
+
+    on_start: Callable[[int, int], None] | None = None  # (fold runs in total, already finished)
+    on_fold_start: Callable[[str, int, int], None] | None = None  # (fold, seed, steps)
+    on_step: Callable[[int, int, float], None] | None = None  # (step, steps, loss)
+    on_fold_end: Callable[[str, int, bool], None] | None = None  # (fold, seed, skipped)
+
+
+ModelFactory = Callable[[ExperimentConfig], Any]
+
+
+def default_model_factory(cfg: ExperimentConfig) -> Any:
+    from hlora_mer.models.mer_model import build_model
+
+    return build_model(cfg.model)
+
+
+# --------------------------------------------------------------------------------------------------
+# small file helpers
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def git_commit() -> dict[str, Any]:
+    """The commit of the source tree this package runs from, and whether it has local changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return {"commit": None, "dirty": None}
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                capture_output=True, text=True, timeout=10)
+        return {"commit": sha.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k not in ("roots", "versions", "options", "sweep"):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _training_identity(cfg: ExperimentConfig) -> dict[str, Any]:
+    return {k: v for k, v in _flatten(to_dict(cfg)).items() if k not in _REPORT_ONLY}
+
+
+def _ids_hash(fold: Fold) -> str:
+    text = json.dumps([list(fold.train_ids), list(fold.test_ids)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def resolve_config(cfg: ExperimentConfig, classes: tuple[str, ...]) -> ExperimentConfig:
+    """``cfg`` with ``model.num_classes`` set from the label scheme's classes."""
+    if cfg.model.num_classes != len(classes):
+        logger.info("model.num_classes set to %d from label scheme %s", len(classes), cfg.data.label_scheme)
+    model = dataclasses.replace(cfg.model, num_classes=len(classes))
+    return dataclasses.replace(cfg, model=model, sweep={})
+
+
+def fold_dir(run_dir: Path, seed: int, fold: Fold) -> Path:
+    return Path(run_dir) / "folds" / f"seed{seed}" / fold.key
+
+
+def is_finished(run_dir: Path, seed: int, fold: Fold) -> bool:
+    d = fold_dir(run_dir, seed, fold)
+    if not (d / RESULT_FILE).is_file():
+        return False
+    result = json.loads((d / RESULT_FILE).read_text())
+    if result.get("ids_hash") != _ids_hash(fold):
+        raise ConfigError(
+            f"{d} was trained on other samples than fold {fold.name} has now (the data or label scheme changed); "
+            "use a new run folder"
+        )
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
+
+
+def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, source: DataSource, folds: list[Fold],
+                    excluded: pd.DataFrame | None = None) -> None:
+    """Create the run folder, or check that an existing one was made with the same training settings."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = run_dir / CONFIG_FILE
+    if cfg_path.is_file():
+        import yaml
+
+        old = from_dict(ExperimentConfig, yaml.safe_load(cfg_path.read_text()) or {})
+        a, b = _training_identity(old), _training_identity(cfg)
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        if diff:
+            raise ConfigError(
+                f"{run_dir} holds a run with other settings ({', '.join(diff[:5])}); resume it with the same "
+                "config, or choose another folder with --output"
+            )
+        logger.info("resuming the run in %s", run_dir)
+    atomic_write_text(cfg_path, to_yaml(cfg))
+    import torch
+
+    run_info = {
+        "hlora_mer_version": __version__,
+        **git_commit(),
+        "torch_version": torch.__version__,
+        "device": str(resolve_device(cfg.train.device)),
+        "protocol": cfg.eval.protocol,
+        "classes": list(source.classes),
+        "label_scheme": cfg.data.label_scheme,
+        "samples": len(source.table),
+        "subjects": int(source.table["subject"].nunique()),
+        "data": source.info,
+    }
+    atomic_write_text(run_dir / RUN_FILE, json.dumps(run_info, indent=2, default=str) + "\n")
+    atomic_write_text(run_dir / FOLDS_FILE, json.dumps([f.to_dict() for f in folds], indent=1) + "\n")
+    if excluded is not None:
+        cols = [c for c in ("sample_id", "dataset", "subject", "emotion", "kind", "reason") if c in excluded.columns]
+        atomic_write_text(run_dir / "excluded.csv", excluded[cols].to_csv(index=False))
+
+
+def _predictions_frame(pred: Predictions, source: DataSource, fold: Fold, seed: int,
+                       leaky: Predictions | None) -> pd.DataFrame:
+    rows = source.table.set_index(source.table["sample_id"].astype(str)).loc[pred.sample_ids]
+    classes = list(source.classes)
+    frame = pd.DataFrame({
+        "sample_id": pred.sample_ids,
+        "subject": rows["subject"].astype(str).to_numpy(),
+        "dataset": rows["dataset"].astype(str).to_numpy(),
+        "label": [classes[i] for i in pred.labels],
+        "label_index": pred.labels,
+        "prediction": [classes[i] for i in pred.preds],
+        "prediction_index": pred.preds,
+    })
+    for i, c in enumerate(classes):
+        frame[f"prob_{c}"] = pred.probs[:, i].astype(np.float64) if len(pred.probs) else []
+    frame["fold"] = fold.name
+    frame["seed"] = seed
+    if leaky is not None:
+        if list(leaky.sample_ids) != list(pred.sample_ids):
+            raise AssertionError("leaky predictions are not in test order")
+        frame["leaky_prediction_index"] = leaky.preds
+    return frame
+
+
+def run_fold(cfg: ExperimentConfig, source: DataSource, fold: Fold, seed: int, run_dir: Path, *,
+             model_factory: ModelFactory = default_model_factory, callbacks: RunCallbacks | None = None) -> dict:
+    """Train and evaluate one fold for one seed; write its files; return its result record."""
+    from hlora_mer.evaluation.metrics import scores
+
+    cb = callbacks or RunCallbacks()
+    fold_seed = derive_seed(seed, fold.index)
+    out = fold_dir(run_dir, seed, fold)
+    train_ids, val_ids = validation_split(source.table, fold.train_ids, cfg.train.val_subjects,
+                                          derive_seed(seed, fold.index, 1))
+    seed_everything(fold_seed)  # the fresh model's random init (LoRA A, fusion, head) is part of the seed
+    model = model_factory(cfg)
+    device = resolve_device(cfg.train.device)
+    m = len(source.classes)
+    train_set = source.dataset(train_ids, train=True)
+    val_set = source.dataset(val_ids, train=False) if val_ids else None
+    test_set = source.dataset(fold.test_ids, train=False) if fold.test_ids else None
+    leaky = cfg.eval.leaky_best_epoch and test_set is not None
+    logger.info("fold %s (seed %d): %d train, %d val, %d test samples", fold.name, seed, len(train_ids),
+                len(val_ids), len(fold.test_ids))
+    result = train_fixed_budget(
+        model, train_set, cfg.train, seed=fold_seed, device=device, val_set=val_set, test_set=test_set,
+        leaky=leaky, score_fn=lambda p: scores(p.labels, p.preds, m), on_step=cb.on_step,
+    )
+    record: dict[str, Any] = {
+        "fold": fold.name, "index": fold.index, "seed": seed, "fold_seed": fold_seed, "ids_hash": _ids_hash(fold),
+        "n_train": len(train_ids), "n_val": len(val_ids), "n_test": len(fold.test_ids),
+        "val_subjects": sorted(source.table.set_index("sample_id").loc[list(val_ids), "subject"].astype(str).unique())
+        if val_ids else [],
+        "steps": result.steps, "final_loss": result.final_loss, "selected_step": result.selected_step,
+        "curve": [dataclasses.asdict(p) for p in result.curve],
+    }
+    if test_set is not None:
+        pred = predict_with(model, test_set, cfg, device)
+        leaky_pred = result.leaky_best["predictions"] if result.leaky_best else None
+        frame = _predictions_frame(pred, source, fold, seed, leaky_pred)
+        atomic_write_text(out / FOLD_PREDICTIONS, frame.to_csv(index=False))
+        if result.leaky_best:
+            record["leaky_best"] = {"step": result.leaky_best["step"], "acc": result.leaky_best["acc"]}
+    if cfg.train.save_checkpoints:
+        _save_checkpoint_atomic(model, cfg, out / CHECKPOINT_DIR, source.classes,
+                                {"fold": fold.name, "seed": seed, "train_subjects":
+                                 sorted(source.table.set_index("sample_id").loc[list(train_ids), "subject"]
+                                        .astype(str).unique())})
+    atomic_write_text(out / RESULT_FILE, json.dumps(record, indent=1, default=float) + "\n")  # marks the fold done
+    return record
+
+
+def predict_with(model: Any, dataset: Any, cfg: ExperimentConfig, device: Any) -> Predictions:
+    from hlora_mer.training.engine import predict
+
+    return predict(model, dataset, batch_size=cfg.train.batch_size, device=device, precision=cfg.train.precision)
+
+
+def _save_checkpoint_atomic(model: Any, cfg: ExperimentConfig, directory: Path, classes: tuple[str, ...],
+                            extra: dict[str, Any]) -> None:
+    from hlora_mer.models.checkpoint import save_checkpoint
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".checkpoint."))
+    try:
+        save_checkpoint(model, cfg.model, tmp, list(classes), extra=extra)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    source: DataSource,
+    *,
+    excluded: pd.DataFrame | None = None,
+    model_factory: ModelFactory = default_model_factory,
+    callbacks: RunCallbacks | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) every fold of every seed, then pool and report; returns ``metrics.json``'s content.
+
+    Args:
+        cfg: the experiment; ``model.num_classes`` is set from ``source.classes``.
+        run_dir: the run folder (created; an existing one must hold the same training settings).
+        source: the labelled samples and their Dataset factory (``training.data``).
+        excluded: rows left out before training, written to ``excluded.csv``.
+        model_factory: ``cfg -> fresh model`` (default ``build_model(cfg.model)``), called once per fold.
+        callbacks: progress hooks.
+    """
+    from hlora_mer.evaluation.report import finalize_run
+
+    run_dir = Path(run_dir)
+    cfg = resolve_config(cfg, tuple(source.classes))
+    folds = make_folds(source.table, cfg.eval.protocol, cfg.eval.directions, cfg.eval.folds)
+    prepare_run_dir(run_dir, cfg, source, folds, excluded)
+    cb = callbacks or RunCallbacks()
+    jobs = [(seed, fold) for seed in cfg.eval.seeds for fold in folds]
+    finished = {(s, f.name) for s, f in jobs if is_finished(run_dir, s, f)}
+    if cb.on_start:
+        cb.on_start(len(jobs), len(finished))
+    for seed, fold in jobs:
+        if (seed, fold.name) in finished:
+            logger.debug("fold %s seed %d already finished; skipped", fold.name, seed)
+            if cb.on_fold_end:
+                cb.on_fold_end(fold.name, seed, True)
+            continue
+        if cb.on_fold_start:
+            cb.on_fold_start(fold.name, seed, cfg.train.steps)
+        run_fold(cfg, source, fold, seed, run_dir, model_factory=model_factory, callbacks=cb)
+        if cb.on_fold_end:
+            cb.on_fold_end(fold.name, seed, False)
+    return finalize_run(run_dir)
