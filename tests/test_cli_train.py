@@ -96,3 +96,14 @@ def test_dry_run_prints_the_resolved_config(capsys) -> None:
     assert main(["train", "-c", str(CONFIGS / "fig3_lora_depth_samm.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.count("# variant nl") == 5 and "last_n_blocks: 4" in out
+
+
+def test_overrides_may_follow_the_options(capsys):
+    from hlora_mer.cli import main
+
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "debug_tiny.yaml"
+    assert main(["train", "-c", str(config), "--dry-run", "train.steps=7", "eval.seeds=[3]"]) == 0
+    out = capsys.readouterr().out
+    assert "steps: 7" in out and "- 3" in out
