@@ -31,12 +31,6 @@ def test_unknown_backbone_is_one_clear_message(capsys):
     assert "Traceback" not in err
 
 
-def test_demo_runs_on_the_tiny_random_init_backbone(capsys):
-    assert main(["demo", "--frames", "4"]) == 0
-    out = capsys.readouterr().out
-    assert "RANDOM-INIT" in out and "logits (1, 5)" in out
-
-
 def test_missing_weights_say_what_to_download(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)

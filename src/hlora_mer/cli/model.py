@@ -1,4 +1,4 @@
-"""``hlora-mer params`` (parameter counts without weights) and ``hlora-mer demo``."""
+"""``hlora-mer params``: parameter counts without weights."""
 
 from __future__ import annotations
 
@@ -20,15 +20,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", choices=("full", "no_stfa", "no_iffa", "none"), default="full",
                    help="fusion variant (Table 9)")
     p.set_defaults(func=params)
-
-    d = subparsers.add_parser(
-        "demo",
-        help="run the model end to end on a random clip with the tiny random-init backbone",
-        description="A smoke run of HLoRA-MER: the tiny random-init DINOv2-architecture backbone on a random clip.",
-    )
-    d.add_argument("--backbone", default="test_vit_reg", help="backbone (default: %(default)s, random-init)")
-    d.add_argument("--frames", type=int, default=8, help="frames per clip T (default: %(default)s)")
-    d.set_defaults(func=demo)
 
 
 def params(args: argparse.Namespace) -> int:
@@ -56,35 +47,4 @@ def params(args: argparse.Namespace) -> int:
     ]
     for label, value in rows:
         print(f"  {label:<22}{value:>16,}")
-    return 0
-
-
-def demo(args: argparse.Namespace) -> int:
-    import time
-
-    import torch
-
-    from hlora_mer.config import BackboneConfig, ModelConfig
-    from hlora_mer.models.backbones import BACKBONES
-    from hlora_mer.models.mer_model import build_model, count_parameters
-
-    spec = BACKBONES.get(args.backbone)
-    pretrained = spec is not None and spec.hub_id is not None
-    cfg = ModelConfig(backbone=BackboneConfig(name=args.backbone, pretrained=pretrained), num_frames=args.frames)
-    label = "pretrained weights" if pretrained else "RANDOM-INIT weights (a tiny DINOv2-architecture test model)"
-    print(f"backbone: {args.backbone} with {label}")
-    model = build_model(cfg).eval()
-    clip = torch.randn(1, cfg.num_frames, 3, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(0))
-    start = time.perf_counter()
-    with torch.no_grad():
-        logits, attention = model.forward_with_attention(clip)
-    elapsed = time.perf_counter() - start
-    counts = count_parameters(model)
-    print(f"clip {tuple(clip.shape)} -> logits {tuple(logits.shape)} in {elapsed * 1000:.0f} ms")
-    print(f"class probabilities: {[round(p, 3) for p in logits.softmax(-1)[0].tolist()]}")
-    if attention is not None:
-        print("IFFA attention (rows: frame i, columns: neighbour j):")
-        for row in attention[0].tolist():
-            print("  " + " ".join(f"{a:4.2f}" for a in row))
-    print(f"trainable parameters: {counts['trainable']:,} (LoRA {counts['lora']:,}); backbone {counts['backbone']:,}")
     return 0

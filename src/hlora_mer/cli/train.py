@@ -89,13 +89,41 @@ class _Bars:
             self.folds.close()
 
 
+def run_variant(cfg: Any, run_dir: Path, quiet: bool) -> dict[str, Any]:
+    """Read and preprocess the data of ``cfg``, run its folds into ``run_dir`` with progress bars."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from hlora_mer.models.backbones import resolve_spec
+    from hlora_mer.training.data import build_source
+    from hlora_mer.training.runner import RunCallbacks, run_experiment
+
+    resolve_spec(cfg.model.backbone.name)  # an unknown backbone fails before any data is read
+    pbar: list[Any] = []  # created once the number of clips is known, i.e. after the data was read
+    try:
+        source, excluded = build_source(
+            cfg,
+            on_plan=lambda n: pbar.append(tqdm(total=n, desc=f"{cfg.name}: preprocess", unit="clip", disable=quiet)),
+            progress=lambda _result: pbar[0].update(1),
+        )
+    finally:
+        for bar in pbar:
+            bar.close()
+    bars = _Bars(quiet, cfg.name)
+    try:
+        with logging_redirect_tqdm():
+            return run_experiment(
+                cfg, run_dir, source, excluded=excluded,
+                callbacks=RunCallbacks(bars.on_start, bars.on_fold_start, bars.on_step, bars.on_fold_end),
+            )
+    finally:
+        bars.close()
+
+
 def train(args: argparse.Namespace) -> int:
     from hlora_mer.config import apply_overrides, load_experiment, sweep_variants, to_yaml
     from hlora_mer.errors import ConfigError
     from hlora_mer.evaluation.report import compare_runs
-    from hlora_mer.models.backbones import resolve_spec
-    from hlora_mer.training.data import build_source
-    from hlora_mer.training.runner import RunCallbacks, run_experiment
 
     cfg = load_experiment(args.config, args.overrides)
     variants = sweep_variants(cfg)
@@ -117,37 +145,12 @@ def train(args: argparse.Namespace) -> int:
     quiet = bool(getattr(args, "quiet", False))
     done = []
     for name, vcfg in variants.items():
-        resolve_spec(vcfg.model.backbone.name)  # an unknown backbone fails before any data is read
         run_dir = base / name if name else base
-        from tqdm import tqdm
-
-        pbar: list[Any] = []  # created once the number of clips is known, i.e. after the data was read
-        try:
-            source, excluded = build_source(
-                vcfg,
-                on_plan=lambda n: pbar.append(tqdm(total=n, desc=f"{vcfg.name}: preprocess", unit="clip",
-                                                   disable=quiet)),
-                progress=lambda _result: pbar[0].update(1),
-            )
-        finally:
-            for bar in pbar:
-                bar.close()
-        bars = _Bars(quiet, vcfg.name)
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        try:
-            with logging_redirect_tqdm():
-                metrics = run_experiment(
-                    vcfg, run_dir, source, excluded=excluded,
-                    callbacks=RunCallbacks(bars.on_start, bars.on_fold_start, bars.on_step, bars.on_fold_end),
-                )
-        finally:
-            bars.close()
+        run_variant(vcfg, run_dir, quiet)
         done.append(run_dir)
         if not quiet:
             print(f"{vcfg.name}: run folder {run_dir}")
-            if metrics.get("table"):
-                print(compare_runs([run_dir]))
+            print(compare_runs([run_dir]))
     if len(done) > 1 and not quiet:
         print(compare_runs(done))
     return 0
