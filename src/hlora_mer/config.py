@@ -362,14 +362,25 @@ class TrainConfig:
     )
     grad_clip: float | None = _field(None, "clip the gradient norm to this value; null = no clipping")
     device: str = _field("auto", "auto (cuda when available), cpu, cuda or cuda:N")
-    precision: str = _field("fp32", "fp32, or bf16 autocast on CUDA")
+    precision: str = _field("fp32", "fp32, or bf16 / fp16 autocast on CUDA (fp16 with loss scaling)")
     num_workers: int = _field(0, "DataLoader worker processes (0 keeps CPU runs bit-for-bit reproducible)")
     save_checkpoints: bool = _field(True, "write each fold's trainable tensors (LoRA, fusion, head)")
+    feature_cache: bool = _field(
+        True,
+        "frozen-prefix feature cache: compute the tokens leaving the frozen blocks once per clip (plain and "
+        "flipped) and train only the last lora.last_n_blocks blocks, the fusion and the head; bypassed in full "
+        "fine-tuning. false = run the backbone end to end every step",
+    )
+    feature_cache_dtype: str = _field("fp16", "storage dtype of the cached tokens: fp16 (half the size) or fp32 (exact)")
+    feature_cache_dir: str | None = _field(
+        None, "folder of the feature cache; null = features/ beside the aligned-clip cache (RAM for in-memory data)"
+    )
 
     def __post_init__(self) -> None:
         _choice("train.optimizer", self.optimizer, ("adam", "adamw"))
         _choice("train.select", self.select, ("last", "val"))
-        _choice("train.precision", self.precision, ("fp32", "bf16"))
+        _choice("train.precision", self.precision, ("fp32", "bf16", "fp16"))
+        _choice("train.feature_cache_dtype", self.feature_cache_dtype, ("fp16", "fp32"))
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0; got {self.lr}")
         if self.weight_decay < 0:

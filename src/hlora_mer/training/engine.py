@@ -85,13 +85,36 @@ class FixedStepBatchSampler(Sampler[list[int]]):
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack dict samples: ``clip`` -> (B, T, 3, H, W), ``label`` -> (B,), ids as lists."""
+    """Stack dict samples: ``clip`` -> (B, T, 3, H, W) or cached ``tokens`` -> (B, T, L, d), ``label`` -> (B,),
+    ids as lists."""
+    key = "tokens" if "tokens" in samples[0] else "clip"
     return {
-        "clip": torch.stack([s["clip"] for s in samples]),
+        key: torch.stack([s[key] for s in samples]),
         "label": torch.tensor([int(s["label"]) for s in samples], dtype=torch.long),
         "sample_id": [str(s["sample_id"]) for s in samples],
         "subject": [str(s.get("subject", "")) for s in samples],
     }
+
+
+def forward_batch(model: nn.Module, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
+    """Logits of a collated batch: end to end from ``clip``, or from cached prefix ``tokens`` (B, T, L, d).
+
+    Cached tokens (fp16 by default) are cast to fp32 for the trainable blocks; autocast, when on, then
+    picks the compute dtype as it does for the uncached path.
+    """
+    if "tokens" in batch:
+        tokens = batch["tokens"].to(device, non_blocking=True).float()
+        return model.forward_from_prefix(tokens.flatten(0, 1))
+    return model(batch["clip"].to(device, non_blocking=True))
+
+
+def _loader_options(dataset: Dataset, device: torch.device, num_workers: int) -> dict[str, Any]:
+    """Workers and pinned memory; a dataset already on the GPU (cached tokens) needs neither."""
+    cache = getattr(dataset, "cache", None)
+    on_gpu = getattr(cache, "_device", None) is not None
+    if on_gpu:
+        return {"num_workers": 0, "pin_memory": False}
+    return {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
 
 
 @dataclass
@@ -117,10 +140,11 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int = 36, device:
     ids: list[str] = []
     labels: list[int] = []
     probs: list[np.ndarray] = []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                        pin_memory=_loader_options(dataset, device, 0)["pin_memory"])
     for batch in loader:
         with _autocast(device, precision):
-            logits = model(batch["clip"].to(device))
+            logits = forward_batch(model, batch, device)
         probs.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
         ids.extend(batch["sample_id"])
         labels.extend(batch["label"].tolist())
@@ -131,8 +155,9 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int = 36, device:
 
 
 def _autocast(device: torch.device, precision: str) -> Any:
-    if precision == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 / fp16 autocast on CUDA; fp32 (no autocast) otherwise."""
+    if precision in ("bf16", "fp16") and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
     return torch.autocast(device.type, enabled=False)
 
 
@@ -203,11 +228,14 @@ def train_fixed_budget(
     optimizer = build_optimizer(model, cfg)
     loss_fn = nn.CrossEntropyLoss()
     sampler = FixedStepBatchSampler(len(train_set), cfg.batch_size, cfg.steps, seed)
+    options = _loader_options(train_set, device, cfg.num_workers)
     loader = DataLoader(
-        train_set, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers,
-        generator=torch.Generator().manual_seed(seed), persistent_workers=False,
-        worker_init_fn=(lambda w: seed_everything(seed + 1 + w)) if cfg.num_workers else None,
+        train_set, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False,
+        worker_init_fn=(lambda w: seed_everything(seed + 1 + w)) if options["num_workers"] else None, **options,
     )
+    # fp16 autocast needs loss scaling; bf16 and fp32 do not (the scaler is a no-op when disabled).
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
     eval_every = cfg.eval_every or sampler.steps_per_epoch
     wants_eval = (val_set is not None and len(val_set) > 0) or (leaky and test_set is not None and len(test_set) > 0)
 
@@ -219,20 +247,35 @@ def train_fixed_budget(
     result = TrainResult(steps=cfg.steps, final_loss=math.nan, selected_step=cfg.steps)
     best_val, best_state = -math.inf, None
     loss_value = math.nan
+    # The loss is read back (a host-device sync) one step late, so the GPU always has the next step queued.
+    pending: tuple[int, torch.Tensor] | None = None
+
+    def report(item: tuple[int, torch.Tensor] | None) -> float:
+        if item is None:
+            return math.nan
+        at, value = item[0], float(item[1])
+        if not math.isfinite(value):
+            raise FloatingPointError(f"training loss became {value} at step {at}; lower train.lr")
+        if on_step is not None:
+            on_step(at, cfg.steps, value)
+        return value
+
     for step, batch in enumerate(loader, start=1):
         with _autocast(device, cfg.precision):
-            logits = model(batch["clip"].to(device))
-        loss = loss_fn(logits.float(), batch["label"].to(device))
+            logits = forward_batch(model, batch, device)
+        loss = loss_fn(logits.float(), batch["label"].to(device, non_blocking=True))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if cfg.grad_clip is not None:
+            scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-        optimizer.step()
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"training loss became {loss_value} at step {step}; lower train.lr")
-        if on_step is not None:
-            on_step(step, cfg.steps, loss_value)
+        scaler.step(optimizer)
+        scaler.update()
+        if device.type == "cuda":
+            loss_value = report(pending)
+            pending = (step, loss.detach())
+        else:
+            loss_value = report((step, loss.detach()))
         if wants_eval and (step % eval_every == 0 or step == cfg.steps):
             point = EvalPoint(step)
             if val_set is not None and len(val_set) > 0:
@@ -251,6 +294,8 @@ def train_fixed_budget(
                     result.leaky_best = {"step": step, "acc": point.test["acc"], "predictions": test_pred}
             result.curve.append(point)
             model.train()
+    if pending is not None:
+        loss_value = report(pending)
     result.final_loss = loss_value
     if cfg.select == "val" and best_state is not None:
         model.load_state_dict(best_state, strict=False)

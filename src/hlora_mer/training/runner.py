@@ -53,7 +53,8 @@ CHECKPOINT_DIR = "checkpoint"
 
 # Settings that change only the report, not what is trained: a run may resume with other values.
 _REPORT_ONLY = {"name", "description", "output_dir", "eval.bootstrap", "eval.confidence", "eval.metrics",
-                "eval.folds", "train.device", "train.save_checkpoints", "data.preprocess_workers", "data.cache_dir"}
+                "eval.folds", "train.device", "train.save_checkpoints", "data.preprocess_workers", "data.cache_dir",
+                "train.feature_cache_dir"}
 
 
 @dataclass
@@ -288,6 +289,22 @@ def _save_checkpoint_atomic(model: Any, cfg: ExperimentConfig, directory: Path, 
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def with_feature_cache(cfg: ExperimentConfig, source: DataSource,
+                       model_factory: ModelFactory = default_model_factory) -> DataSource:
+    """``source`` serving cached frozen-prefix tokens (filled now for every sample), or ``source`` itself
+    when the cache is off or impossible (full fine-tuning). Every fold's model has the same frozen prefix
+    (the pretrained or seeded backbone), so one fill serves all folds and seeds."""
+    from hlora_mer.training.feature_cache import prepare_cached_source
+
+    model = model_factory(cfg)
+    if not hasattr(model, "forward_from_prefix"):
+        logger.info("frozen-prefix feature cache: off (the model has no prefix / suffix split)")
+        return source
+    prepared = prepare_cached_source(cfg, source, model, resolve_device(cfg.train.device))
+    del model
+    return prepared[0] if prepared is not None else source
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     run_dir: str | Path,
@@ -316,6 +333,8 @@ def run_experiment(
     cb = callbacks or RunCallbacks()
     jobs = [(seed, fold) for seed in cfg.eval.seeds for fold in folds]
     finished = {(s, f.name) for s, f in jobs if is_finished(run_dir, s, f)}
+    if len(finished) < len(jobs):
+        source = with_feature_cache(cfg, source, model_factory)
     if cb.on_start:
         cb.on_start(len(jobs), len(finished))
     for seed, fold in jobs:
