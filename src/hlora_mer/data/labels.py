@@ -7,7 +7,7 @@ CASME II 5-class scheme). :func:`apply_label_scheme` adds ``label`` and ``label_
 the rows it left out, each with its reason. An emotion that the scheme neither maps nor drops is an error
 that lists the allowed labels: it is a typo or the wrong scheme, never something to skip silently.
 
-Mappings and counts: ``shared/docs/datasets.md`` §12; user docs: ``docs/datasets.md``.
+Mappings and counts: ``docs/datasets.md``; user docs: ``docs/datasets.md``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Recognition metrics on pooled predictions (MEGC convention; HLoRA-MER eq. 15-16), in numpy.
 
 All scores are computed ONCE from the concatenated test predictions of every fold, never averaged over
-folds (``shared/docs/datasets.md`` §13.2, §15.2). For each class c, over the pooled vector:
+folds (``docs/datasets.md``). For each class c, over the pooled vector:
 
 - F1_c = 2 TP_c / (2 TP_c + FP_c + FN_c); **UF1** is the mean of F1_c over the classes counted (eq. 15);
 - recall_c = TP_c / N_c; **UAR** is the mean of recall_c over the classes counted (eq. 16);
@@ -94,7 +94,7 @@ def batched_scores(cms: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def fold_averaged(y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray, num_classes: int) -> dict[str, float]:
-    """The per-fold average of each score: NOT the reported metric, kept to show how it differs (§13.2)."""
+    """The per-fold average of each score: NOT the reported metric, kept to show how it differs."""
     values: dict[str, list[float]] = {k: [] for k in METRIC_NAMES}
     for fold in np.unique(folds):
         mask = folds == fold

@@ -1,6 +1,6 @@
 """CASME II (Yan et al., 2014): coding workbooks 20190701 / 20140508 / "updated" and the frame folders.
 
-Facts used here are in ``docs/datasets.md`` (user side) and ``shared/docs/datasets.md`` §3:
+Facts used here are in ``docs/datasets.md``:
 
 * sheet ``Sheet1``, header on Excel row 1; two columns with a blank header (ignored);
 * ``Subject`` is text ``'01'`` (an integer in the "updated" file: zero-padded here);

@@ -1,6 +1,6 @@
 """CAS(ME)^3 Part A micro-expressions (Li et al., 2022): the JpgIndex label workbooks and raw frames.
 
-Facts (``shared/docs/datasets.md`` §5):
+Facts (``docs/datasets.md``):
 
 * v2 ``cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx``: sheet ``label``, **every cell is text**, 860 rows;
   v1 ``cas(me)3_part_A_ME_label_JpgIndex_v1.xls``: sheet ``Sheet1``, 921 rows, two extra unnamed columns;

@@ -1,7 +1,7 @@
 """Datasets beyond the HLoRA-MER paper: MMEW, CASME, CAS(ME)^2 and 4DME, from their documented columns.
 
 No copy of these annotation files was available while writing this module: the sheet names, columns and
-layouts are those read by ``tvaranka/meb`` and third-party code (``shared/docs/datasets.md`` §8-§11), and
+layouts are those read by ``tvaranka/meb`` and third-party code (``docs/datasets.md``), and
 the facts marked UNCONFIRMED there are UNCONFIRMED here too. Every reader checks the columns it needs
 and says which it found, so a file that differs fails with a clear message rather than a wrong table.
 """
@@ -76,7 +76,7 @@ def _pad2(value: str | None) -> str | None:
     return value.zfill(2) if value.isdigit() else value
 
 
-# --- MMEW (§8) -----------------------------------------------------------------------------------------
+# --- MMEW ----------------------------------------------------------------------------------------------
 
 MMEW_LAYOUT = """\
 ROOT/                               (the MMEW_Final folder, or the folder holding it)
@@ -98,7 +98,7 @@ def load_mmew(
 
     def locate(rec: dict[str, Any]) -> Path | None:
         emotion = (rec["emotion"] or "").lower()
-        # tvaranka/meb rewrites others -> repression before building paths: releases differ (§8).
+        # tvaranka/meb rewrites others -> repression before building paths: releases differ.
         for folder in (emotion, "repression" if emotion == "others" else None):
             if folder:
                 base = find_child(frames_root, folder)

@@ -1,6 +1,6 @@
 """SAMM (Davison et al., 2016): ``SAMM_Micro_FACS_Codes_v2.xlsx`` and the grayscale frame folders.
 
-Facts (``shared/docs/datasets.md`` §4):
+Facts (``docs/datasets.md``):
 
 * sheet ``MICRO_ONLY``; Excel rows 1-13 are notes and the **header is Excel row 14**;
 * ``Subject`` is text ``'006'`` (a CSV export loses the zeros: padded back to 3 digits here);

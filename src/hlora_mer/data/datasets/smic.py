@@ -1,6 +1,6 @@
 """SMIC (Li et al., 2013), recognition set: HS, VIS and NIR, labelled by folder.
 
-Facts (``shared/docs/datasets.md`` §7.1): no annotation file with frame indices is distributed for the
+Facts (``docs/datasets.md``): no annotation file with frame indices is distributed for the
 recognition set; the folder ``{HS|VIS|NIR}/s{N}/micro/{negative|positive|surprise}/s{N}_{ne|po|sur}_{NN}/``
 *is* the label, and the clip folder is the micro-expression, so all of its frames are used (onset =
 first frame, offset = last, no apex). Subject folders are not zero-padded (``s1``). Frames are
