@@ -10,7 +10,7 @@ from hlora_mer.synth import SynthConfig
 def test_packaged_demo_config_parses_and_takes_overrides():
     cfg = demo_config(["train.steps=3"])
     assert cfg.train.steps == 3
-    assert cfg.model.backbone.name == "test_vit_reg" and not cfg.model.backbone.pretrained
+    assert cfg.model.backbone.name == "synthme_vit" and cfg.model.backbone.pretrained
     assert cfg.eval.protocol == "loso" and cfg.data.label_scheme == "casme2_5cls"
 
 
@@ -24,14 +24,26 @@ def test_synthme_is_generated_once_per_setting(tmp_path):
     assert other != root
 
 
+_SMALL = ["--subjects", "2", "--clips-per-class", "1", "train.steps=1", "train.batch_size=2", "model.image_size=28",
+          "eval.bootstrap=0"]
+
+
 def test_demo_runs_end_to_end_and_prints_the_table_next_to_chance(tmp_path, capsys):
-    args = ["demo", "--workdir", str(tmp_path), "--subjects", "2", "--clips-per-class", "1",
-            "train.steps=1", "train.batch_size=2", "model.image_size=28", "eval.bootstrap=0"]
-    assert main(args) == 0
+    assert main(["demo", "--workdir", str(tmp_path), *_SMALL]) == 0
     out = capsys.readouterr().out
-    assert "RANDOM-INIT" in out and "not pretrained" in out
+    assert "backbone: synthme_vit with pretrained weights" in out and "without labels" in out
     assert "| demo |" in out and "chance level" in out and "UF1 20.00" in out
     run = next(tmp_path.glob("run-*"))
+    assert run.name.startswith("run-subjects2-clips_per_class1-amplitude2.5-seed0-synthme_vit-")  # settings other than the default: own folder
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["pooled"]["per_seed"]["0"]["n"] == 10  # 2 subjects x 5 classes, none lost
     assert (run / "report.md").is_file()
+    config = (run / "config.yaml").read_text()
+    assert "name: synthme_vit" in config and "pretrained: true" in config
+
+
+def test_demo_says_when_its_backbone_is_random_init(tmp_path, capsys):
+    assert main(["demo", "--workdir", str(tmp_path), "--backbone", "test_vit_reg", *_SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "backbone: test_vit_reg with RANDOM-INIT weights, not pretrained" in out
+    assert next(tmp_path.glob("run-*")).name.startswith("run-subjects2-clips_per_class1-amplitude2.5-seed0-test_vit_reg-")

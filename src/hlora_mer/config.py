@@ -40,7 +40,8 @@ class BackboneConfig:
     name: str = _field(
         "dinov2_vitg14_reg",
         "registered backbone (dinov2_vits14, dinov2_vitb14, dinov2_vitl14, dinov2_vitg14, each also _reg; "
-        "test_vit and test_vit_reg are tiny random-init models) or a local directory with config.json and "
+        "test_vit and test_vit_reg are tiny random-init models, synthme_vit the demo's tiny SynthME-pretrained "
+        "one) or a local directory with config.json and "
         "model.safetensors",
     )
     pretrained: bool = _field(True, "load pretrained weights; false builds a random-init model of the same shape")

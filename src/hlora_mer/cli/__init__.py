@@ -38,6 +38,10 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     # Third-party libraries are chatty at INFO.
     for noisy in ("httpx", "urllib3", "huggingface_hub", "transformers", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if quiet:  # transformers draws a bar per checkpoint load, outside logging
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:

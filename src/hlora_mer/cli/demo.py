@@ -10,14 +10,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="run the whole pipeline on SynthME: synth, load, align, LOSO, report",
         description="Generate SynthME once (cached in the work folder), align it, run LOSO with the tiny "
-        "random-init backbone (or --backbone) and print ACC / UF1 / UAR next to chance level.",
+        "synthme_vit backbone shipped with the package (or --backbone) and print ACC / UF1 / UAR next to "
+        "chance level.",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="overrides of the demo experiment, e.g. train.steps=200 (see hlora_mer/configs/demo.yaml)")
     p.add_argument("--workdir", default="runs/demo", help="where SynthME, the aligned clips and the run go "
                    "(default: %(default)s)")
     p.add_argument("--backbone", help="a registered backbone or a local checkpoint folder, e.g. dinov2_vits14 "
-                   "(pretrained weights from the Hugging Face cache); default: the tiny random-init test_vit_reg")
+                   "(pretrained weights from the Hugging Face cache) or test_vit_reg (tiny, random-init); "
+                   "default: synthme_vit, tiny and pretrained without labels on other SynthME identities")
     p.add_argument("--amplitude", type=float, default=2.5, help="SynthME motion at the apex in pixels; 0 is the "
                    "no-motion control (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="SynthME seed (default: %(default)s)")
@@ -28,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
+    import hashlib
     from pathlib import Path
 
     from tqdm import tqdm
@@ -35,16 +38,18 @@ def demo(args: argparse.Namespace) -> int:
     from hlora_mer.cli.train import run_variant
     from hlora_mer.demo import demo_config, ensure_synthme
     from hlora_mer.evaluation.report import compare_runs
-    from hlora_mer.models.backbones import BACKBONES
+    from hlora_mer.models.backbones import BACKBONES, has_weights
     from hlora_mer.synth import SynthConfig
 
     workdir = Path(args.workdir)
     overrides = list(args.overrides)
     if args.backbone:
         spec = BACKBONES.get(args.backbone)
-        pretrained = spec is None or spec.hub_id is not None
-        overrides = [f"model.backbone.name={args.backbone}", f"model.backbone.pretrained={str(pretrained).lower()}",
-                     "model.image_size=224", *overrides]
+        pretrained = spec is None or has_weights(spec)
+        chosen = [f"model.backbone.name={args.backbone}", f"model.backbone.pretrained={str(pretrained).lower()}"]
+        if spec is None or spec.hub_id is not None:  # DINOv2 proper: the paper's frame size
+            chosen.append("model.image_size=224")
+        overrides = [*chosen, *overrides]
     synth_cfg = SynthConfig(amplitude=args.amplitude, seed=args.seed, subjects=args.subjects,
                             clips_per_class=args.clips_per_class)
     total = synth_cfg.subjects * synth_cfg.clips_per_class * 5
@@ -53,14 +58,17 @@ def demo(args: argparse.Namespace) -> int:
     cfg = demo_config([f"data.roots.casme2={root}", f"data.cache_dir={workdir / 'cache'}", *overrides])
     backbone = cfg.model.backbone
     spec = BACKBONES.get(backbone.name)
-    if backbone.pretrained:
-        weights = "pretrained weights"
+    if not backbone.pretrained:
+        weights = "RANDOM-INIT weights, not pretrained"
+    elif spec is not None and spec.about:
+        weights = f"pretrained weights: {spec.about}"
     else:
-        weights = "RANDOM-INIT weights" + (" (a tiny DINOv2-architecture test model, not pretrained)"
-                                           if spec is not None and spec.hub_id is None else "")
+        weights = "pretrained weights"
     print(f"SynthME: {root} (amplitude {args.amplitude:g} px, seed {args.seed})")
     print(f"backbone: {backbone.name} with {weights}")
     run_dir = workdir / f"run-{root.name.removeprefix('synthme-')}-{backbone.name.replace('/', '_')}"
+    if args.overrides:  # other settings, another run folder (a run folder resumes only its own settings)
+        run_dir = run_dir.with_name(f"{run_dir.name}-{hashlib.sha256(' '.join(args.overrides).encode()).hexdigest()[:8]}")
     metrics = run_variant(cfg, run_dir, args.quiet)
     classes = metrics.get("classes") or []
     chance = 100.0 / len(classes) if classes else float("nan")

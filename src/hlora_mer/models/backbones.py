@@ -38,7 +38,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class BackboneSpec:
     """Architecture of one registered checkpoint, apart from where its weights live."""
 
-    hub_id: str | None  # None: no published weights (tiny test models)
+    hub_id: str | None  # None: no published weights (tiny models)
     hidden_size: int
     num_layers: int
     num_heads: int
@@ -47,6 +47,8 @@ class BackboneSpec:
     mlp_ratio: int = 4
     patch_size: int = 14
     image_size: int = 518  # the size the position embeddings were trained at; other sizes interpolate
+    weights_file: str | None = None  # weights shipped inside this package (path relative to hlora_mer/)
+    about: str = ""  # one line for people: what the weights are
 
     def hf_config(self) -> Any:
         from transformers import Dinov2Config, Dinov2WithRegistersConfig
@@ -83,16 +85,31 @@ BACKBONES: dict[str, BackboneSpec] = {
     **_meta("b", 768, 12, 12),
     **_meta("l", 1024, 24, 16),
     **_meta("g", 1536, 40, 24, swiglu=True),
-    # Tiny random-init models with the same block structure, for tests and the offline demo.
-    "test_vit": BackboneSpec(None, hidden_size=32, num_layers=4, num_heads=2, mlp_ratio=2, image_size=224),
+    # Tiny random-init models with the same block structure, for tests.
+    "test_vit": BackboneSpec(None, hidden_size=32, num_layers=4, num_heads=2, mlp_ratio=2, image_size=224,
+                             about="a tiny DINOv2-architecture test model with no published weights"),
     "test_vit_reg": BackboneSpec(
-        None, hidden_size=32, num_layers=4, num_heads=2, registers=4, mlp_ratio=2, image_size=224
+        None, hidden_size=32, num_layers=4, num_heads=2, registers=4, mlp_ratio=2, image_size=224,
+        about="a tiny DINOv2-architecture test model with no published weights",
+    ),
+    # The offline demo's backbone: tiny, pretrained without labels on SynthME clips by
+    # tools/pretrain_synthme_backbone.py (hlora_mer.pretrain), shipped inside the package.
+    "synthme_vit": BackboneSpec(
+        None, hidden_size=128, num_layers=4, num_heads=4, registers=4, mlp_ratio=4, image_size=112,
+        weights_file="weights/synthme_vit.safetensors",
+        about="a tiny DINOv2-architecture model (4 blocks, d=128) pretrained self-supervised, without labels, "
+        "on SynthME clips of identities the demo does not use (tools/pretrain_synthme_backbone.py)",
     ),
 }
 
 
 def list_backbones() -> list[str]:
     return sorted(BACKBONES)
+
+
+def has_weights(spec: BackboneSpec) -> bool:
+    """Whether pretrained weights exist for ``spec`` somewhere (hub, package); local folders always do."""
+    return spec.hub_id is not None or spec.weights_file is not None
 
 
 def resolve_spec(name: str) -> BackboneSpec:
@@ -168,8 +185,44 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
+def packaged_weights_path(spec: BackboneSpec) -> Path:
+    """Where the weights of a backbone shipped inside this package live (they may not exist yet)."""
+    from importlib import resources
+
+    if spec.weights_file is None:
+        raise ValueError("this backbone has no packaged weights")
+    return Path(str(resources.files("hlora_mer").joinpath(spec.weights_file)))
+
+
+def _load_packaged(name: str, spec: BackboneSpec) -> tuple[nn.Module, str]:
+    """Load weights shipped inside the package, strictly (every tensor, no extra one)."""
+    from safetensors.torch import load_file
+
+    path = packaged_weights_path(spec)
+    if not path.is_file():
+        raise BackboneNotFoundError(
+            f"the weights of backbone {name!r} should ship with hlora-mer at {path} but are missing; reinstall "
+            "the package, or recreate them with 'python tools/pretrain_synthme_backbone.py'"
+        )
+    state = load_file(path)
+    config = spec.hf_config()
+    config._attn_implementation = "sdpa"
+    model = _model_class(spec)(config)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise BackboneNotFoundError(
+            f"{path} does not match the {name} architecture: {len(result.missing_keys)} missing tensors "
+            f"(first: {sorted(result.missing_keys)[:3]}), {len(result.unexpected_keys)} unexpected "
+            f"(first: {sorted(result.unexpected_keys)[:3]}); recreate it with 'python tools/pretrain_synthme_backbone.py'"
+        )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return model, f"hlora_mer/{spec.weights_file}@{digest}"
+
+
 def _load_pretrained(name: str, spec: BackboneSpec) -> tuple[nn.Module, str]:
-    """Load weights strictly from the HF cache (downloading if allowed) or from a local directory."""
+    """Load weights strictly from the package, the HF cache (downloading if allowed) or a local directory."""
+    if spec.weights_file is not None:
+        return _load_packaged(name, spec)
     cls = _model_class(spec)
     if spec.hub_id is None and not Path(name).expanduser().is_dir():
         raise ConfigError(
