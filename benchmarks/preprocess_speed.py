@@ -26,19 +26,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from _machine import cpu_name  # noqa: E402
 from align_fixtures import make_clip, make_table, similarity, table_row  # noqa: E402
 
 from hlora_mer.preprocess.run import PreprocessParams, preprocess_table  # noqa: E402
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def build_dataset(root: Path, n_clips: int, frames_per_clip: int, n_bases: int, seed: int) -> list[dict]:
@@ -122,7 +114,7 @@ def main() -> None:
 
     frames = len(report.done) * params.num_frames
     result = {
-        "machine": {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "setup": {"clips": args.clips, "frames_per_clip": args.frames_per_clip, "frame_size": "640x480 JPEG",
                   "t": params.num_frames, "output": f"{params.size}x{params.size}", "detector": params.detector,

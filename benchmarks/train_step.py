@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from _machine import cpu_name
 
 from hlora_mer.config import ExperimentConfig, from_dict
 from hlora_mer.models.mer_model import build_model
@@ -41,15 +42,6 @@ from hlora_mer.training.engine import (_autocast, build_optimizer, collate, forw
                                        seed_everything)
 from hlora_mer.training.feature_cache import prepare_cached_source
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _sync(device: torch.device) -> None:
@@ -143,7 +135,7 @@ def main() -> None:
                    "frames_per_clip": frames, "image_size": args.size, "precision": args.precision,
                    "cache_dtype": cfg.train.feature_cache_dtype, "timed_steps": args.steps},
         "machine": {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                    "cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "cpu": cpu_name(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()},
         "cache_fill_s": round(fill_s, 3),
         "cache_bytes": report.bytes,

@@ -18,18 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from hlora_mer.data import load_dataset
 from hlora_mer.demo import ensure_synthme
-from hlora_mer.models.backbones import BACKBONES, build_backbone, packaged_weights_path
+from hlora_mer.models.backbones import BACKBONES, build_backbone
 from hlora_mer.preprocess.cache import open_cache_dir
 from hlora_mer.preprocess.run import PreprocessParams, preprocess_table
 from hlora_mer.pretrain import PretrainConfig, config_metadata, pretrain_backbone, save_backbone_weights
@@ -37,6 +36,9 @@ from hlora_mer.synth import SynthConfig
 
 NAME = "synthme_vit"
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _machine import machine_info  # noqa: E402
 
 
 def aligned_clips(workdir: Path, synth: SynthConfig, size: int) -> np.ndarray:
@@ -59,11 +61,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1000, help="SynthME seed (the demo uses 0)")
     parser.add_argument("--subjects", type=int, default=48)
     parser.add_argument("--steps", type=int, default=PretrainConfig.steps)
-    parser.add_argument("--out", type=Path, default=packaged_weights_path(BACKBONES[NAME]))
+    parser.add_argument("--out", type=Path, default=REPO / "src" / "hlora_mer" / BACKBONES[NAME].weights_file,
+                        help="where the weights go (default: into the source tree, %(default)s)")
     parser.add_argument("--history", type=Path, default=REPO / "benchmarks" / "results" / f"pretrain_{NAME}.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     spec = BACKBONES[NAME]
     synth = SynthConfig(seed=args.seed, subjects=args.subjects)
@@ -88,8 +90,7 @@ def main() -> None:
         "backbone": NAME, "weights": str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path),
         "synthme": {"seed": args.seed, "subjects": args.subjects, "clips": len(clips)},
         "config": asdict(cfg),
-        "seconds": round(seconds, 1), "machine": f"{platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads", "history": history,
+        "seconds": round(seconds, 1), "machine": machine_info(), "history": history,
     }, indent=2) + "\n")
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {seconds / 60:.1f} min; "
           f"final explained variance {history[-1]['explained']:.3f}; history in {args.history}")
