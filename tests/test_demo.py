@@ -34,7 +34,8 @@ def test_demo_runs_end_to_end_and_prints_the_table_next_to_chance(tmp_path, caps
     assert "backbone: synthme_vit with pretrained weights" in out and "without labels" in out
     assert "| demo |" in out and "chance level" in out and "UF1 20.00" in out
     run = next(tmp_path.glob("run-*"))
-    assert run.name.startswith("run-subjects2-clips_per_class1-amplitude2.5-seed0-synthme_vit-")  # settings other than the default: own folder
+    # settings other than the default get their own folder
+    assert run.name.startswith("run-subjects2-clips_per_class1-amplitude2.5-seed0-synthme_vit-")
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["pooled"]["per_seed"]["0"]["n"] == 10  # 2 subjects x 5 classes, none lost
     assert (run / "report.md").is_file()
@@ -46,4 +47,5 @@ def test_demo_says_when_its_backbone_is_random_init(tmp_path, capsys):
     assert main(["demo", "--workdir", str(tmp_path), "--backbone", "test_vit_reg", *_SMALL]) == 0
     out = capsys.readouterr().out
     assert "backbone: test_vit_reg with RANDOM-INIT weights, not pretrained" in out
-    assert next(tmp_path.glob("run-*")).name.startswith("run-subjects2-clips_per_class1-amplitude2.5-seed0-test_vit_reg-")
+    run = next(tmp_path.glob("run-*"))
+    assert run.name.startswith("run-subjects2-clips_per_class1-amplitude2.5-seed0-test_vit_reg-")

@@ -53,7 +53,7 @@ def demo(args: argparse.Namespace) -> int:
     synth_cfg = SynthConfig(amplitude=args.amplitude, seed=args.seed, subjects=args.subjects,
                             clips_per_class=args.clips_per_class)
     total = synth_cfg.subjects * synth_cfg.clips_per_class * 5
-    with tqdm(total=total, desc="SynthME", unit="clip", disable=args.quiet) as bar:
+    with tqdm(total=total, desc="SynthME", unit="clip", disable=args.quiet, delay=1) as bar:  # no bar when cached
         root = ensure_synthme(workdir, synth_cfg, progress=lambda done, _: bar.update(done - bar.n))
     cfg = demo_config([f"data.roots.casme2={root}", f"data.cache_dir={workdir / 'cache'}", *overrides])
     backbone = cfg.model.backbone
@@ -68,7 +68,8 @@ def demo(args: argparse.Namespace) -> int:
     print(f"backbone: {backbone.name} with {weights}")
     run_dir = workdir / f"run-{root.name.removeprefix('synthme-')}-{backbone.name.replace('/', '_')}"
     if args.overrides:  # other settings, another run folder (a run folder resumes only its own settings)
-        run_dir = run_dir.with_name(f"{run_dir.name}-{hashlib.sha256(' '.join(args.overrides).encode()).hexdigest()[:8]}")
+        digest = hashlib.sha256(" ".join(args.overrides).encode()).hexdigest()[:8]
+        run_dir = run_dir.with_name(f"{run_dir.name}-{digest}")
     metrics = run_variant(cfg, run_dir, args.quiet)
     classes = metrics.get("classes") or []
     chance = 100.0 / len(classes) if classes else float("nan")

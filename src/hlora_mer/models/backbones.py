@@ -213,7 +213,8 @@ def _load_packaged(name: str, spec: BackboneSpec) -> tuple[nn.Module, str]:
         raise BackboneNotFoundError(
             f"{path} does not match the {name} architecture: {len(result.missing_keys)} missing tensors "
             f"(first: {sorted(result.missing_keys)[:3]}), {len(result.unexpected_keys)} unexpected "
-            f"(first: {sorted(result.unexpected_keys)[:3]}); recreate it with 'python tools/pretrain_synthme_backbone.py'"
+            f"(first: {sorted(result.unexpected_keys)[:3]}); reinstall the package, or recreate the file with "
+            "'python tools/pretrain_synthme_backbone.py'"
         )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     return model, f"hlora_mer/{spec.weights_file}@{digest}"
