@@ -6,16 +6,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hlora_mer.synth import CLASSES, HEADER, SynthConfig, _face_point, generate, motion_field, time_course
+from hlora_mer.synth import ANNOTATION_FILE, CLASSES, HEADER, SynthConfig, _face_point, generate, motion_field, time_course
 
 SMALL = SynthConfig(subjects=2, clips_per_class=1, min_frames=6, max_frames=8, frame_size=64, seed=3)
 
 
 def tree_digest(root):
+    """The frames' bytes and the spreadsheet's cells (its zip carries the time it was written)."""
+    from openpyxl import load_workbook
+
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.jpg")):
         digest.update(path.relative_to(root).as_posix().encode())
         digest.update(path.read_bytes())
+    for row in load_workbook(root / ANNOTATION_FILE).active.iter_rows(values_only=True):
+        digest.update(repr(row).encode())
     return digest.hexdigest()
 
 
