@@ -27,6 +27,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from hlora_mer.data import load_dataset
+from hlora_mer.data.frames import read_frame
 from hlora_mer.data.labels import apply_label_scheme, get_scheme
 from hlora_mer.demo import ensure_synthme
 from hlora_mer.evaluation.metrics import scores
@@ -34,8 +35,8 @@ from hlora_mer.synth import SynthConfig
 
 
 def _grey(path: str, size: int) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L").resize((size, size), Image.Resampling.BOX), np.float32) / 255.0
+    grey = Image.fromarray(read_frame(path)).convert("L").resize((size, size), Image.Resampling.BOX)
+    return np.asarray(grey, np.float32) / 255.0
 
 
 def apex_minus_onset(table, size: int) -> np.ndarray:

@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "chance level.",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="overrides of the demo experiment, e.g. train.steps=200 (see hlora_mer/configs/demo.yaml)")
+                   help="overrides of the demo experiment, e.g. train.steps=400 (see hlora_mer/configs/demo.yaml)")
     p.add_argument("--workdir", default="runs/demo", help="where SynthME, the aligned clips and the run go "
                    "(default: %(default)s)")
     p.add_argument("--backbone", help="a registered backbone or a local checkpoint folder, e.g. dinov2_vits14 "

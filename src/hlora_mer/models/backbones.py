@@ -194,9 +194,16 @@ def packaged_weights_path(spec: BackboneSpec) -> Path:
     return Path(str(resources.files("hlora_mer").joinpath(spec.weights_file)))
 
 
+def _empty_model(spec: BackboneSpec) -> nn.Module:
+    """The transformers model for ``spec``, freshly initialised (SDPA attention)."""
+    config = spec.hf_config()
+    config._attn_implementation = "sdpa"
+    return _model_class(spec)(config)
+
+
 def _load_packaged(name: str, spec: BackboneSpec) -> tuple[nn.Module, str]:
     """Load weights shipped inside the package, strictly (every tensor, no extra one)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     path = packaged_weights_path(spec)
     if not path.is_file():
@@ -204,11 +211,9 @@ def _load_packaged(name: str, spec: BackboneSpec) -> tuple[nn.Module, str]:
             f"the weights of backbone {name!r} should ship with hlora-mer at {path} but are missing; reinstall "
             "the package, or recreate them with 'python tools/pretrain_synthme_backbone.py'"
         )
-    state = load_file(path)
-    config = spec.hf_config()
-    config._attn_implementation = "sdpa"
-    model = _model_class(spec)(config)
-    result = model.load_state_dict(state, strict=False)
+    data = path.read_bytes()
+    model = _empty_model(spec)
+    result = model.load_state_dict(load(data), strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise BackboneNotFoundError(
             f"{path} does not match the {name} architecture: {len(result.missing_keys)} missing tensors "
@@ -216,8 +221,7 @@ def _load_packaged(name: str, spec: BackboneSpec) -> tuple[nn.Module, str]:
             f"(first: {sorted(result.unexpected_keys)[:3]}); reinstall the package, or recreate the file with "
             "'python tools/pretrain_synthme_backbone.py'"
         )
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    return model, f"hlora_mer/{spec.weights_file}@{digest}"
+    return model, f"hlora_mer/{spec.weights_file}@{hashlib.sha256(data).hexdigest()[:12]}"
 
 
 def _load_pretrained(name: str, spec: BackboneSpec) -> tuple[nn.Module, str]:
@@ -312,12 +316,9 @@ def build_backbone(name: str, pretrained: bool = True, init_seed: int = 0) -> Di
     if pretrained:
         model, weights_id = _load_pretrained(name, spec)
     else:
-        cls = _model_class(spec)
-        config = spec.hf_config()
-        config._attn_implementation = "sdpa"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            model = cls(config)
+            model = _empty_model(spec)
         weights_id = f"random-init:{name}:seed={init_seed}"
     model.eval()
     return DinoBackbone(model, name, weights_id)
