@@ -159,7 +159,8 @@ def train(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     from hlora_mer.config import apply_overrides, to_yaml
     from hlora_mer.evaluation.report import compare_runs, finalize_run
-    from hlora_mer.training.runner import CONFIG_FILE, atomic_write_text
+    from hlora_mer.files import atomic_write_text
+    from hlora_mer.training.runner import CONFIG_FILE
 
     for run in map(Path, args.runs):
         if args.bootstrap is not None:

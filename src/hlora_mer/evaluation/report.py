@@ -300,7 +300,8 @@ def finalize_run(run_dir: str | Path) -> dict[str, Any]:
     import yaml
 
     from hlora_mer.config import ExperimentConfig, from_dict
-    from hlora_mer.training.runner import CONFIG_FILE, RUN_FILE, atomic_write_text
+    from hlora_mer.files import atomic_write_text
+    from hlora_mer.training.runner import CONFIG_FILE, RUN_FILE
 
     run_dir = Path(run_dir)
     preds, results, expected = load_fold_predictions(run_dir)

@@ -16,6 +16,7 @@ from typing import Any
 from hlora_mer import __version__
 from hlora_mer.config import ModelConfig, from_dict, to_dict
 from hlora_mer.errors import UserError
+from hlora_mer.files import atomic_write_text
 from hlora_mer.models.mer_model import MERModel, build_model
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def save_checkpoint(model: MERModel, cfg: ModelConfig, directory: str | Path,
         "tensors": sorted(tensors),
         **(extra or {}),
     }
-    (directory / META_FILE).write_text(json.dumps(meta, indent=2))
+    atomic_write_text(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
     return directory
 
 

@@ -22,9 +22,7 @@ import csv
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from hlora_mer.errors import DatasetError
+from hlora_mer.files import atomic_open, atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 PARAMS_NAME = "params.json"
@@ -62,28 +61,10 @@ def clip_relpath(sample_id: str) -> str:
     return "clips/" + "/".join(parts) + ".npy"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_clip(path: Path, clip: np.ndarray) -> None:
     """Write a clip atomically (a killed run never leaves a half-written ``.npy`` behind)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.ascontiguousarray(clip, dtype=np.uint8))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(clip, dtype=np.uint8))
 
 
 class ClipCache:
@@ -118,7 +99,7 @@ class ClipCache:
                     f"the folder was changed by hand: delete {self.dir} and run again"
                 )
         else:
-            _atomic_write_text(params_path, json.dumps(self.params, indent=2, sort_keys=True) + "\n")
+            atomic_write_text(params_path, json.dumps(self.params, indent=2, sort_keys=True) + "\n")
         self._clips, self._failures = self._read_manifest()
         return self
 
@@ -184,11 +165,11 @@ class ClipCache:
             "clips": dict(sorted(clips.items())),
             "failures": dict(sorted(failures.items())),
         }
-        _atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1) + "\n")
+        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1) + "\n")
         lines = [["sample_id", "reason"], *([sid, f["reason"]] for sid, f in sorted(failures.items()))]
         buf = io.StringIO()
         csv.writer(buf).writerows(lines)
-        _atomic_write_text(self.failures_path, buf.getvalue())
+        atomic_write_text(self.failures_path, buf.getvalue())
 
     def load_clip(self, sample_id: str) -> np.ndarray:
         """Read a cached clip, ``(T, S, S, 3)`` uint8.

@@ -21,9 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hlora_mer.errors import ConfigError
+from hlora_mer.files import atomic_open, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +157,7 @@ class FeatureCache:
             self.dir.mkdir(parents=True, exist_ok=True)
             meta = self.dir / "key.json"
             if not meta.is_file():
-                meta.write_text(json.dumps(key, indent=1) + "\n")
+                atomic_write_text(meta, json.dumps(key, indent=1) + "\n")
         self._ram: dict[str, torch.Tensor] = {}
         self._device: dict[str, torch.Tensor] | None = None
 
@@ -188,15 +187,8 @@ class FeatureCache:
         if self.dir is None:
             self._ram[sample_id] = tokens
             return
-        target = self.path(sample_id)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp.", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, tokens.numpy())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(self.path(sample_id), "wb") as handle:
+            np.save(handle, tokens.numpy())
 
     def clip_shape(self, model: Any, num_frames: int, image_size: int) -> tuple[int, ...]:
         bb = model.backbone

@@ -23,10 +23,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +35,7 @@ import pandas as pd
 from hlora_mer import __version__
 from hlora_mer.config import ExperimentConfig, from_dict, to_dict, to_yaml
 from hlora_mer.errors import ConfigError
+from hlora_mer.files import atomic_write_dir, atomic_write_text
 from hlora_mer.training.data import DataSource
 from hlora_mer.training.engine import Predictions, derive_seed, resolve_device, seed_everything, train_fixed_budget
 from hlora_mer.training.splits import Fold, make_folds, validation_split
@@ -78,19 +76,6 @@ def default_model_factory(cfg: ExperimentConfig) -> Any:
 
 # --------------------------------------------------------------------------------------------------
 # small file helpers
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def git_commit() -> dict[str, Any]:
@@ -277,16 +262,7 @@ def _save_checkpoint_atomic(model: Any, cfg: ExperimentConfig, directory: Path, 
                             extra: dict[str, Any]) -> None:
     from hlora_mer.models.checkpoint import save_checkpoint
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".checkpoint."))
-    try:
-        save_checkpoint(model, cfg.model, tmp, list(classes), extra=extra)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    atomic_write_dir(directory, lambda tmp: save_checkpoint(model, cfg.model, tmp, list(classes), extra=extra))
 
 
 def with_feature_cache(cfg: ExperimentConfig, source: DataSource,

@@ -1,0 +1,96 @@
+"""Writing files so that a reader never sees half of one: write beside the target, then rename over it.
+
+Every file and folder the package writes goes through here, so that a killed process leaves either the
+old content or the new one (never a truncated file), and so that what it writes follows the user's umask
+like any ``open(path, "w")`` would (``tempfile.mkstemp`` alone creates files readable by the owner only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+_CHUNK = 1 << 20
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it back at once.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _temp_beside(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, Path(tmp)
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w", *, encoding: str | None = "utf-8",
+                newline: str | None = None) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing; on success it replaces ``path`` in one rename.
+
+    On any error (or an interrupt) the temporary file is removed and ``path`` is left as it was.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes only ('w' or 'wb'); got mode {mode!r}")
+    path = Path(path)
+    fd, tmp = _temp_beside(path)
+    try:
+        kwargs = {} if mode == "wb" else {"encoding": encoding, "newline": newline}
+        with os.fdopen(fd, mode, **kwargs) as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str, *, newline: str | None = None) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_open(path, "w", newline=newline) as handle:
+        handle.write(text)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_dir(directory: str | Path, fill: Callable[[Path], object]) -> None:
+    """Build a folder with ``fill(tmp_dir)`` beside ``directory``, then put it in place of ``directory``.
+
+    An existing ``directory`` is replaced only after ``fill`` succeeded.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    os.chmod(tmp, 0o777 & ~_umask())
+    old = directory.parent / f".{directory.name}.old"
+    try:
+        fill(tmp)
+        if directory.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
