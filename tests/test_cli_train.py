@@ -48,7 +48,8 @@ def test_table3_config_with_tiny_backbone_produces_the_run_folder(synth_root, tm
     capsys.readouterr()
     assert main(["report", str(run), str(run), "--metrics", "acc,uf1,uar"]) == 0
     out = capsys.readouterr().out
-    assert out.count("| table3_casme2_5cls |") == 2 and "UAR" in out
+    # two rows with one config name are told apart by their folder
+    assert out.count(f"| table3_casme2_5cls ({run}) |") == 2 and "UAR" in out
 
 
 def test_debug_config_sweep_runs_each_variant(synth_root, tmp_path) -> None:

@@ -15,15 +15,19 @@ from hlora_mer.training.engine import FixedStepBatchSampler, derive_seed, predic
 from train_fixtures import tiny_source
 
 
+def _indices(sampler: FixedStepBatchSampler) -> list[list[int]]:
+    return [[i for i, _ in batch] for batch in sampler]
+
+
 def test_sampler_yields_exactly_the_budget() -> None:
-    batches = list(FixedStepBatchSampler(n=10, batch_size=4, steps=7, seed=0))
+    batches = _indices(FixedStepBatchSampler(n=10, batch_size=4, steps=7, seed=0))
     assert len(batches) == 7
     assert all(len(b) == 4 for b in batches)
     # each epoch is a permutation: its two batches share no index
     assert not set(batches[0]) & set(batches[1])
-    assert batches == list(FixedStepBatchSampler(10, 4, 7, 0))
-    assert batches != list(FixedStepBatchSampler(10, 4, 7, 1))
-    small = list(FixedStepBatchSampler(n=3, batch_size=36, steps=2, seed=0))
+    assert batches == _indices(FixedStepBatchSampler(10, 4, 7, 0))
+    assert batches != _indices(FixedStepBatchSampler(10, 4, 7, 1))
+    small = _indices(FixedStepBatchSampler(n=3, batch_size=36, steps=2, seed=0))
     assert [sorted(b) for b in small] == [[0, 1, 2], [0, 1, 2]]
 
 
@@ -107,3 +111,17 @@ def test_config_rejects_selection_without_validation() -> None:
 
     with pytest.raises(ConfigError, match="val_subjects"):
         TrainConfig(select="val")
+
+
+def test_sampler_draws_each_clips_flip_from_its_own_generator() -> None:
+    keys = [k for batch in FixedStepBatchSampler(n=12, batch_size=4, steps=30, seed=0, flip_prob=0.5) for k in batch]
+    flips = [f for _, f in keys]
+    assert 0.3 < np.mean(flips) < 0.7
+    # the same seed gives the same flips whatever the global generator does in between
+    torch.manual_seed(123)
+    again = [k for batch in FixedStepBatchSampler(n=12, batch_size=4, steps=30, seed=0, flip_prob=0.5) for k in batch]
+    assert again == keys
+    # and the batch order does not depend on the flip probability
+    no_flip = FixedStepBatchSampler(n=12, batch_size=4, steps=30, seed=0, flip_prob=0.0)
+    assert [i for i, _ in keys] == [i for batch in no_flip for i, _ in batch]
+    assert not any(f for batch in no_flip for _, f in batch)

@@ -160,19 +160,11 @@ def evaluate(args: argparse.Namespace) -> int:
     from hlora_mer.config import apply_overrides, to_yaml
     from hlora_mer.evaluation.report import compare_runs, finalize_run
     from hlora_mer.files import atomic_write_text
-    from hlora_mer.training.runner import CONFIG_FILE
+    from hlora_mer.run_folder import CONFIG_FILE, read_config
 
     for run in map(Path, args.runs):
         if args.bootstrap is not None:
-            import yaml
-
-            from hlora_mer.config import ExperimentConfig, from_dict
-
-            if not (run / CONFIG_FILE).is_file():
-                from hlora_mer.errors import UserError
-
-                raise UserError(f"{run} is not a run folder (no {CONFIG_FILE})")
-            cfg = from_dict(ExperimentConfig, yaml.safe_load((run / CONFIG_FILE).read_text()) or {})
+            cfg = read_config(run)
             atomic_write_text(run / CONFIG_FILE, to_yaml(apply_overrides(cfg, [f"eval.bootstrap={args.bootstrap}"])))
         finalize_run(run)
         if not args.quiet:

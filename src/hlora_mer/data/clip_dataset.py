@@ -3,7 +3,7 @@
 Each sample is ``{"clip": (T, 3, S, S) float32, "label": int, "sample_id": str, "subject": str}``. Pixels
 are scaled to [0, 1] and normalised with DINOv2's fixed ImageNet mean and std, never with statistics of
 the data (the official code normalises per subject, ``docs/datasets.md`` section 14). In training, a
-horizontal flip (HLoRA-MER section 4.1.3) is drawn once per clip and applied to all its frames together,
+horizontal flip (HLoRA-MER section 4.1.3), drawn once per clip by the training sampler, is applied to all its frames together,
 so the motion between frames is mirrored, not scrambled.
 """
 
@@ -40,8 +40,9 @@ class AlignedClipDataset(Dataset):
         table: Sample table with ``sample_id``, ``subject`` and the label column.
         cache_dir: The parameter-set folder (it holds ``manifest.json``), e.g.
             ``OUT/t8_s224_dlib_uniform_3f2a9c1d7e``; see ``hlora_mer.preprocess.run.cache_dir_for``.
-        train: Apply the random horizontal flip.
-        flip_prob: Probability of flipping a clip (all frames together) when ``train``.
+        train: A training set: the training sampler flips its clips with ``flip_prob``.
+        flip_prob: Probability of flipping a clip (all frames together) when ``train``; the flip itself
+            comes with each key from the sampler.
         label_column: Column holding the integer class index.
         num_frames: If given, the number of frames every clip must have.
 
@@ -87,11 +88,13 @@ class AlignedClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.sample_ids)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, bool]) -> dict[str, Any]:
+        from hlora_mer.training.data import unpack_key
+
+        index, flip = unpack_key(key)  # the training sampler decides the flip
         sample_id = self.sample_ids[index]
         clip = self.cache.load_clip(sample_id)  # (T, S, S, 3) uint8
-        # torch's generator, so DataLoader workers draw different flips and torch.manual_seed reproduces them.
-        if self.train and self.flip_prob > 0 and torch.rand(()).item() < self.flip_prob:
+        if flip:
             clip = clip[:, :, ::-1, :]  # every frame along W, together
         return {
             "clip": normalize_clip(clip),

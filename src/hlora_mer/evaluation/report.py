@@ -18,7 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hlora_mer import run_folder as rf
 from hlora_mer.errors import UserError
+from hlora_mer.files import atomic_write_text
+from hlora_mer.run_folder import CONFUSION_FILE, METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE
 from hlora_mer.evaluation.metrics import (
     METRIC_NAMES,
     bootstrap_ci,
@@ -31,10 +34,8 @@ from hlora_mer.evaluation.metrics import (
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-REPORT_FILE = "report.md"
-PREDICTIONS_FILE = "predictions.csv"
-CONFUSION_FILE = "confusion.png"
+SUBSET_NOTE = ("a SUBSET of the protocol's folds (eval.folds): these scores pool only the listed folds and are "
+               "not comparable with a full run")
 LEAKY_NOTE = ("LEAKY, for comparison only: each fold's evaluation point with the best accuracy ON ITS TEST "
               "SUBJECT (the official code's best_acc). Model selection on the test set inflates scores "
               "(Varanka et al. 2022); this is never the result.")
@@ -43,37 +44,22 @@ ABSENT_RULE = ("a class with no true sample and no prediction in a subset is lef
 _LABELS = {"acc": "ACC", "uf1": "UF1", "uar": "UAR", "war": "WAR"}
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def load_fold_predictions(run_dir: Path) -> tuple[pd.DataFrame, list[dict[str, Any]], int]:
     """All finished folds' predictions and result records, in (seed, fold index) order.
 
     Returns ``(predictions, results, expected fold runs)``.
     """
-    import yaml
-
-    from hlora_mer.config import ExperimentConfig, from_dict
-    from hlora_mer.training.runner import CONFIG_FILE, FOLD_PREDICTIONS, FOLDS_FILE, RESULT_FILE
-    from hlora_mer.training.splits import Fold
-
-    if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / FOLDS_FILE).is_file():
-        raise UserError(f"{run_dir} is not a run folder (no {CONFIG_FILE} / {FOLDS_FILE}); "
-                        "pass a folder written by 'hlora-mer train'")
-    cfg = from_dict(ExperimentConfig, yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {})
-    folds = [Fold(f["name"], f["index"], tuple(f["train_ids"]), tuple(f["test_ids"]))
-             for f in _read_json(run_dir / FOLDS_FILE)]
+    cfg = rf.read_config(run_dir)
+    folds = rf.read_folds(run_dir)
     frames, results = [], []
     for seed in cfg.eval.seeds:
         for fold in folds:
-            d = run_dir / "folds" / f"seed{seed}" / fold.key
-            if not (d / RESULT_FILE).is_file():
+            result = rf.read_result(run_dir, seed, fold)
+            if result is None:
                 continue
-            results.append(_read_json(d / RESULT_FILE))
+            results.append(result)
             if fold.test_ids:
-                frames.append(pd.read_csv(d / FOLD_PREDICTIONS, dtype={"sample_id": str, "subject": str, "fold": str,
-                                                                       "dataset": str}))
+                frames.append(rf.read_fold_predictions(run_dir, seed, fold))
     preds = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return preds, results, len(folds) * len(cfg.eval.seeds)
 
@@ -215,6 +201,8 @@ def render_report(run_dir: Path, metrics: dict[str, Any], cfg: Any, run_info: di
         f"- seeds: {', '.join(map(str, metrics['seeds'])) or '–'}; fold runs finished "
         f"{metrics['fold_runs_finished']} of {metrics['fold_runs_expected']}"
         + ("" if metrics["complete"] else " — **INCOMPLETE: scores cover the finished folds only**"),
+        *([f"- **SUBSET**: folds {', '.join(metrics['subset']['folds'])} only — {metrics['subset']['note']}"]
+          if metrics.get("subset") else []),
         f"- hlora-mer {run_info.get('hlora_mer_version')}, commit {run_info.get('commit')}"
         + (" (with local changes)" if run_info.get("dirty") else ""),
         "",
@@ -297,24 +285,18 @@ def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: Pa
 
 def finalize_run(run_dir: str | Path) -> dict[str, Any]:
     """Pool the run's fold files into ``predictions.csv``, ``metrics.json``, ``report.md``, ``confusion.png``."""
-    import yaml
-
-    from hlora_mer.config import ExperimentConfig, from_dict
-    from hlora_mer.files import atomic_write_text
-    from hlora_mer.training.runner import CONFIG_FILE, RUN_FILE
-
     run_dir = Path(run_dir)
     preds, results, expected = load_fold_predictions(run_dir)
-    cfg = from_dict(ExperimentConfig, yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {})
-    run_info = _read_json(run_dir / RUN_FILE) if (run_dir / RUN_FILE).is_file() else {}
-    classes = run_info.get("classes")
-    if classes is None:
-        raise UserError(f"{run_dir / RUN_FILE} is missing; the run folder is incomplete")
+    cfg = rf.read_config(run_dir)
+    run_info = rf.read_run_info(run_dir)
+    classes = run_info["classes"]
     if len(results) < expected:
         logger.warning("%s: %d of %d fold runs finished; scores cover those only", run_dir, len(results), expected)
     metrics = compute_metrics(preds, results, classes, protocol=cfg.eval.protocol, table_metrics=cfg.eval.metrics,
                               bootstrap=cfg.eval.bootstrap, confidence=cfg.eval.confidence, expected_runs=expected)
     metrics["name"] = cfg.name
+    if cfg.eval.folds:
+        metrics["subset"] = {"folds": list(cfg.eval.folds), "note": SUBSET_NOTE}
     if not preds.empty:
         atomic_write_text(run_dir / PREDICTIONS_FILE, preds.to_csv(index=False))
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=1, allow_nan=True) + "\n")
@@ -339,21 +321,31 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     return runs
 
 
+def _run_labels(runs: Sequence[Path], names: Sequence[str]) -> list[str]:
+    """Row labels: the config name, or, where several runs share one, the name and the run folder."""
+    counts = pd.Series(list(names)).value_counts()
+    return [f"{name} ({run})" if counts[name] > 1 else name for run, name in zip(runs, names, strict=True)]
+
+
 def compare_runs(paths: Sequence[str | Path], metrics: Sequence[str] | None = None) -> str:
     """A Markdown table with one row per run, the paper-style columns of each (``hlora-mer report``)."""
+    if metrics:
+        bad = [k for k in metrics if k not in METRIC_NAMES]
+        if bad:
+            raise UserError(f"unknown metric(s) {bad}; choose from {', '.join(METRIC_NAMES)}")
+    runs = find_runs(paths)
+    data = [rf.read_json(run / METRICS_FILE) for run in runs]
     rows = []
-    for run in find_runs(paths):
-        data = _read_json(run / METRICS_FILE)
-        cells = data.get("table", [])
+    for label, d in zip(_run_labels(runs, [d.get("name", r.name) for r, d in zip(runs, data, strict=True)]), data,
+                        strict=True):
+        cells = d.get("table", [])
         if metrics:
-            bad = [k for k in metrics if k not in METRIC_NAMES]
-            if bad:
-                raise UserError(f"unknown metric(s) {bad}; choose from {', '.join(METRIC_NAMES)}")
-            cells = paper_table_cells(data, data["protocol"], metrics) if data.get("pooled") else []
-        name = data.get("name", run.name)
-        if not data.get("complete", True):
-            name += " (incomplete)"
-        rows.append((name, cells, len(data.get("seeds", []))))
+            cells = paper_table_cells(d, d["protocol"], metrics) if d.get("pooled") else []
+        if not d.get("complete", True):
+            label += " (incomplete)"
+        if d.get("subset"):
+            label += " (subset of folds)"
+        rows.append((label, cells, len(d.get("seeds", []))))
     note = ("Scores in %, pooled over all folds (UF1 and UAR computed once on the concatenated predictions), "
             "mean ± std over seeds where there are several.")
     return _table_markdown(rows) + "\n\n" + note + "\n"

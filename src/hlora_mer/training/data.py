@@ -15,6 +15,7 @@ torch ``Dataset`` of dict samples (``clip`` (T, 3, H, W) normalised, ``label``, 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,16 @@ def check_table(table: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
+def unpack_key(key: int | tuple[int, bool]) -> tuple[int, bool]:
+    """A dataset key: an index (no flip), or ``(index, flip)`` as the training sampler gives them.
+
+    The flip is decided by the sampler from a seeded generator of its own; datasets never draw randomness.
+    """
+    if isinstance(key, tuple):
+        return int(key[0]), bool(key[1])
+    return int(key), False
+
+
 class _TensorDataset(Dataset):
     def __init__(self, clips: torch.Tensor, rows: pd.DataFrame, train: bool, flip_prob: float) -> None:
         self.clips, self.rows, self.train, self.flip_prob = clips, rows, train, flip_prob
@@ -61,10 +72,11 @@ class _TensorDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, bool]) -> dict[str, Any]:
+        i, flip = unpack_key(key)
         row = self.rows.iloc[i]
         clip = self.clips[int(row["_pos"])]  # (T, 3, H, W)
-        if self.train and self.flip_prob > 0 and torch.rand(()).item() < self.flip_prob:
+        if flip:
             clip = clip.flip(-1)  # every frame along W, together
         return {"clip": clip, "label": int(row["label_index"]), "sample_id": str(row["sample_id"]),
                 "subject": str(row["subject"])}
@@ -86,6 +98,11 @@ class TensorSource:
             raise ValueError(f"expected clips (N={len(self.table)}, T, 3, H, W), got {tuple(self.clips.shape)}")
         self._pos = pd.Series(range(len(self.table)), index=self.table["sample_id"].astype(str))
 
+    def clip_fingerprints(self) -> dict[str, str]:
+        """Per sample id, a hash of its clip's values."""
+        return {sid: hashlib.sha256(self.clips[i].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+                .hexdigest()[:16] for sid, i in self._pos.items()}
+
     def dataset(self, sample_ids: Sequence[str], *, train: bool) -> Dataset:
         rows = self.table.set_index(self.table["sample_id"].astype(str)).loc[list(sample_ids)].reset_index(drop=True)
         rows["_pos"] = self._pos.loc[list(sample_ids)].to_numpy()
@@ -106,12 +123,32 @@ class CacheSource:
     def __post_init__(self) -> None:
         self.table = check_table(self.table, self.classes)
 
+    def clip_fingerprints(self) -> dict[str, str]:
+        """Per sample id, the identity of its aligned clip in the cache manifest (changes when it is re-made)."""
+        from hlora_mer.preprocess.cache import open_cache_dir
+
+        entries = open_cache_dir(self.cache_dir).clips
+        return {sid: str(entry.get("sha256") or entry.get("fingerprint")) for sid, entry in entries.items()}
+
     def dataset(self, sample_ids: Sequence[str], *, train: bool) -> Dataset:
         from hlora_mer.data.clip_dataset import AlignedClipDataset
 
         rows = self.table.set_index(self.table["sample_id"].astype(str)).loc[list(sample_ids)].reset_index(drop=True)
         return AlignedClipDataset(rows, self.cache_dir, train=train, flip_prob=self.flip_prob,
                                   num_frames=self.num_frames)
+
+
+def sample_records(source: DataSource) -> pd.DataFrame:
+    """Per sample, everything a fold's result depends on besides the settings: id, subject, label, onset /
+    apex / offset (where the table has them) and ``clip``, the fingerprint of the clip the model sees."""
+    table = source.table
+    records = table[[c for c in (*TABLE_COLUMNS, "onset", "apex", "offset") if c in table.columns]].copy()
+    for column in ("onset", "apex", "offset"):
+        if column in records.columns:  # frame numbers, '' when missing (an apex of '/')
+            records[column] = [("" if pd.isna(v) else str(int(v))) for v in records[column]]
+    fingerprints = source.clip_fingerprints() if hasattr(source, "clip_fingerprints") else {}
+    records["clip"] = [fingerprints.get(str(s), "") for s in records["sample_id"]]
+    return records
 
 
 def load_labelled_table(cfg: ExperimentConfig) -> tuple[pd.DataFrame, tuple[str, ...], pd.DataFrame, dict[str, Any]]:

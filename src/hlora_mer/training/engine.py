@@ -2,8 +2,12 @@
 
 The budget is a fixed number of optimisation steps (HLoRA-MER §4.1.3: Adam, lr 1e-3, batch 36, cross
 entropy; the official code runs 600 steps). Batches come from a seeded sampler that walks a fresh
-permutation of the training set each epoch, so a seed fixes every batch and every flip (with
-``num_workers=0``): the same seed gives the same predictions on CPU.
+permutation of the training set each epoch and draws each clip's horizontal flip from a generator of its
+own, so a seed fixes every batch and every flip: the same seed gives the same predictions on CPU. No
+random draw of the data path uses torch's global generator, so evaluating during training (on a
+validation split, or the leaky test curve) cannot shift a later batch or flip; the global generator,
+re-seeded from the fold's seed, drives only the model's own randomness (initialisation, dropout), which
+evaluation in eval mode does not touch.
 
 Evaluation points (every ``eval_every`` steps) serve two optional purposes, both outside the result:
 choosing the step on a validation split of TRAINING subjects (``select="val"``), and the leaky
@@ -52,17 +56,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class FixedStepBatchSampler(Sampler[list[int]]):
-    """Exactly ``steps`` batches of ``batch_size`` indices: one seeded permutation per epoch.
+class FixedStepBatchSampler(Sampler[list[tuple[int, bool]]]):
+    """Exactly ``steps`` batches of ``batch_size`` ``(index, flip)`` keys: one seeded permutation per epoch.
 
     A batch never straddles two epochs; the last, short batch of an epoch is dropped unless the
-    dataset is smaller than one batch (then every batch is the whole shuffled set).
+    dataset is smaller than one batch (then every batch is the whole shuffled set). Each key's flip is
+    drawn with probability ``flip_prob`` from a second generator, so the batch order does not depend on
+    the flip probability. The datasets read the key (``training.data.unpack_key``) and never draw.
     """
 
-    def __init__(self, n: int, batch_size: int, steps: int, seed: int) -> None:
+    def __init__(self, n: int, batch_size: int, steps: int, seed: int, flip_prob: float = 0.0) -> None:
         if n < 1:
             raise ValueError("cannot train on an empty training set")
-        self.n, self.batch_size, self.steps, self.seed = n, batch_size, steps, seed
+        if not 0.0 <= flip_prob <= 1.0:
+            raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
+        self.n, self.batch_size, self.steps, self.seed, self.flip_prob = n, batch_size, steps, seed, flip_prob
 
     @property
     def steps_per_epoch(self) -> int:
@@ -71,14 +79,17 @@ class FixedStepBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return self.steps
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[tuple[int, bool]]]:
         gen = torch.Generator().manual_seed(self.seed)
+        flips = torch.Generator().manual_seed(derive_seed(self.seed, 1))
         done = 0
         while done < self.steps:
             perm = torch.randperm(self.n, generator=gen).tolist()
             size = min(self.batch_size, self.n)
             for start in range(0, self.steps_per_epoch * size, size):
-                yield perm[start:start + size]
+                batch = perm[start:start + size]
+                flip = (torch.rand(len(batch), generator=flips) < self.flip_prob).tolist()
+                yield list(zip(batch, flip, strict=True))
                 done += 1
                 if done == self.steps:
                     return
@@ -140,7 +151,10 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int = 36, device:
     ids: list[str] = []
     labels: list[int] = []
     probs: list[np.ndarray] = []
+    # An explicit generator: iterating a DataLoader draws its base seed, which must not come from (and
+    # shift) the global generator that training's dropout uses.
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(0),
                         pin_memory=_loader_options(dataset, device, 0)["pin_memory"])
     for batch in loader:
         with _autocast(device, precision):
@@ -209,7 +223,8 @@ def train_fixed_budget(
 
     Args:
         model: a freshly built model (its trainable parameters are those with ``requires_grad``).
-        train_set: dict samples (``clip``, ``label``, ``sample_id``); flips are the dataset's business.
+        train_set: dict samples (``clip``, ``label``, ``sample_id``) read by ``(index, flip)`` keys; clips
+            are flipped with probability ``train_set.flip_prob`` when ``train_set.train`` is true.
         cfg: the budget.
         seed: seeds the batch order and every random draw of this fold.
         device: where to train.
@@ -227,7 +242,8 @@ def train_fixed_budget(
     model.to(device).train()
     optimizer = build_optimizer(model, cfg)
     loss_fn = nn.CrossEntropyLoss()
-    sampler = FixedStepBatchSampler(len(train_set), cfg.batch_size, cfg.steps, seed)
+    flip_prob = float(getattr(train_set, "flip_prob", 0.0)) if getattr(train_set, "train", False) else 0.0
+    sampler = FixedStepBatchSampler(len(train_set), cfg.batch_size, cfg.steps, seed, flip_prob)
     options = _loader_options(train_set, device, cfg.num_workers)
     loader = DataLoader(
         train_set, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator().manual_seed(seed),

@@ -227,7 +227,7 @@ class FeatureCache:
         was_training = model.training
         model.eval()
         loader = DataLoader(dataset_factory(missing), batch_size=batch_size, shuffle=False, collate_fn=collate,
-                            num_workers=num_workers, pin_memory=device.type == "cuda")
+                            num_workers=num_workers, generator=torch.Generator().manual_seed(0), pin_memory=device.type == "cuda")
         with torch.no_grad():
             for batch in loader:
                 clips = batch["clip"].to(device, non_blocking=True)
@@ -273,8 +273,8 @@ class FeatureCache:
 class CachedTokenDataset(Dataset):
     """Dict samples ``{"tokens": (T, L, d), "label", "sample_id", "subject"}`` read from a :class:`FeatureCache`.
 
-    In training the flip is drawn exactly as the clip datasets draw it (one ``torch.rand`` per sample when
-    ``flip_prob > 0``), so a seed gives the same flips with and without the cache.
+    The flip comes with the key, as for the clip datasets (``training.data.unpack_key``), so a seed gives the
+    same flips with and without the cache.
     """
 
     def __init__(self, cache: FeatureCache, rows: pd.DataFrame, *, train: bool, flip_prob: float) -> None:
@@ -287,10 +287,12 @@ class CachedTokenDataset(Dataset):
     def __len__(self) -> int:
         return len(self.sample_ids)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, bool]) -> dict[str, Any]:
+        from hlora_mer.training.data import unpack_key
+
+        index, flip = unpack_key(key)
         sid = self.sample_ids[index]
         both = self.cache.get(sid)
-        flip = self.train and self.flip_prob > 0 and torch.rand(()).item() < self.flip_prob
         return {"tokens": both[1 if flip else 0], "label": self.labels[index], "sample_id": sid,
                 "subject": self.subjects[index]}
 

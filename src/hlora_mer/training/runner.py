@@ -6,21 +6,12 @@ outputs. A fold is finished when its ``result.json`` exists: it is written last,
 predictions and the checkpoint, so an interrupted run resumes by skipping finished folds, and its final
 metrics are identical to those of an uninterrupted run (they are always computed from the files).
 
-Run folder::
-
-    RUN/config.yaml                 the resolved config (model.num_classes from the label scheme)
-    RUN/run.json                    package version, git commit, torch, device, classes, data provenance
-    RUN/folds.json                  every fold: name, training and test sample ids
-    RUN/excluded.csv                samples left out by the loader, the label scheme or preprocessing
-    RUN/folds/seed<S>/<fold>/       predictions.csv, result.json, checkpoint/ (trainable tensors only)
-    RUN/predictions.csv             all folds and seeds, pooled
-    RUN/metrics.json  RUN/report.md  RUN/confusion.png
+The run folder's layout and the resume check live in ``hlora_mer.run_folder``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import subprocess
@@ -33,26 +24,14 @@ import numpy as np
 import pandas as pd
 
 from hlora_mer import __version__
-from hlora_mer.config import ExperimentConfig, from_dict, to_dict, to_yaml
-from hlora_mer.errors import ConfigError
+from hlora_mer import run_folder as rf
+from hlora_mer.config import ExperimentConfig, to_yaml
 from hlora_mer.files import atomic_write_dir, atomic_write_text
-from hlora_mer.training.data import DataSource
+from hlora_mer.training.data import DataSource, sample_records
 from hlora_mer.training.engine import Predictions, derive_seed, resolve_device, seed_everything, train_fixed_budget
 from hlora_mer.training.splits import Fold, make_folds, validation_split
 
 logger = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.yaml"
-RUN_FILE = "run.json"
-FOLDS_FILE = "folds.json"
-RESULT_FILE = "result.json"
-FOLD_PREDICTIONS = "predictions.csv"
-CHECKPOINT_DIR = "checkpoint"
-
-# Settings that change only the report, not what is trained: a run may resume with other values.
-_REPORT_ONLY = {"name", "description", "output_dir", "eval.bootstrap", "eval.confidence", "eval.metrics",
-                "eval.folds", "train.device", "train.save_checkpoints", "data.preprocess_workers", "data.cache_dir",
-                "train.feature_cache_dir"}
 
 
 @dataclass
@@ -74,8 +53,26 @@ def default_model_factory(cfg: ExperimentConfig) -> Any:
     return build_model(cfg.model)
 
 
-# --------------------------------------------------------------------------------------------------
-# small file helpers
+def git_commit() -> dict[str, Any]:
+    """The commit of the source tree this package runs from, and whether it has local changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return {"commit": None, "dirty": None}
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                capture_output=True, text=True, timeout=10)
+        return {"commit": sha.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def resolve_config(cfg: ExperimentConfig, classes: tuple[str, ...]) -> ExperimentConfig:
+    """``cfg`` with ``model.num_classes`` set from the label scheme's classes."""
+    if cfg.model.num_classes != len(classes):
+        logger.info("model.num_classes set to %d from label scheme %s", len(classes), cfg.data.label_scheme)
+    model = dataclasses.replace(cfg.model, num_classes=len(classes))
+    return dataclasses.replace(cfg, model=model, sweep={})
 
 
 def git_commit() -> dict[str, Any]:
@@ -92,26 +89,6 @@ def git_commit() -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in data.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and k not in ("roots", "versions", "options", "sweep"):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _training_identity(cfg: ExperimentConfig) -> dict[str, Any]:
-    return {k: v for k, v in _flatten(to_dict(cfg)).items() if k not in _REPORT_ONLY}
-
-
-def _ids_hash(fold: Fold) -> str:
-    text = json.dumps([list(fold.train_ids), list(fold.test_ids)])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def resolve_config(cfg: ExperimentConfig, classes: tuple[str, ...]) -> ExperimentConfig:
     """``cfg`` with ``model.num_classes`` set from the label scheme's classes."""
     if cfg.model.num_classes != len(classes):
@@ -120,45 +97,25 @@ def resolve_config(cfg: ExperimentConfig, classes: tuple[str, ...]) -> Experimen
     return dataclasses.replace(cfg, model=model, sweep={})
 
 
-def fold_dir(run_dir: Path, seed: int, fold: Fold) -> Path:
-    return Path(run_dir) / "folds" / f"seed{seed}" / fold.key
-
-
-def is_finished(run_dir: Path, seed: int, fold: Fold) -> bool:
-    d = fold_dir(run_dir, seed, fold)
-    if not (d / RESULT_FILE).is_file():
-        return False
-    result = json.loads((d / RESULT_FILE).read_text())
-    if result.get("ids_hash") != _ids_hash(fold):
-        raise ConfigError(
-            f"{d} was trained on other samples than fold {fold.name} has now (the data or label scheme changed); "
-            "use a new run folder"
-        )
-    return True
-
-
 # --------------------------------------------------------------------------------------------------
 # the run
 
 
 def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, source: DataSource, folds: list[Fold],
-                    excluded: pd.DataFrame | None = None) -> None:
-    """Create the run folder, or check that an existing one was made with the same training settings."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = run_dir / CONFIG_FILE
-    if cfg_path.is_file():
-        import yaml
+                    excluded: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Create the run folder, or check that an existing one may resume with these settings and this data.
 
-        old = from_dict(ExperimentConfig, yaml.safe_load(cfg_path.read_text()) or {})
-        a, b = _training_identity(old), _training_identity(cfg)
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        if diff:
-            raise ConfigError(
-                f"{run_dir} holds a run with other settings ({', '.join(diff[:5])}); resume it with the same "
-                "config, or choose another folder with --output"
-            )
-        logger.info("resuming the run in %s", run_dir)
-    atomic_write_text(cfg_path, to_yaml(cfg))
+    Everything is checked before anything is written: a refused resume leaves every file as it was.
+
+    Returns:
+        The samples' records (``run_folder.parse_samples``), for the folds' data hashes.
+
+    Raises:
+        ConfigError: an existing run was trained with other settings or on other data.
+    """
+    samples_csv = rf.samples_text(sample_records(source))
+    for line in rf.check_resume(run_dir, cfg, folds, samples_csv):
+        logger.info("%s", line)
     import torch
 
     run_info = {
@@ -173,11 +130,14 @@ def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, source: DataSource, fo
         "subjects": int(source.table["subject"].nunique()),
         "data": source.info,
     }
-    atomic_write_text(run_dir / RUN_FILE, json.dumps(run_info, indent=2, default=str) + "\n")
-    atomic_write_text(run_dir / FOLDS_FILE, json.dumps([f.to_dict() for f in folds], indent=1) + "\n")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / rf.CONFIG_FILE, to_yaml(cfg))
+    atomic_write_text(run_dir / rf.RUN_FILE, json.dumps(run_info, indent=2, default=str) + "\n")
+    atomic_write_text(run_dir / rf.FOLDS_FILE, json.dumps([f.to_dict() for f in folds], indent=1) + "\n")
+    atomic_write_text(run_dir / rf.SAMPLES_FILE, samples_csv)
     if excluded is not None:
-        cols = [c for c in ("sample_id", "dataset", "subject", "emotion", "kind", "reason") if c in excluded.columns]
-        atomic_write_text(run_dir / "excluded.csv", excluded[cols].to_csv(index=False))
+        atomic_write_text(run_dir / rf.EXCLUDED_FILE, rf.excluded_text(excluded))
+    return rf.parse_samples(samples_csv)
 
 
 def _predictions_frame(pred: Predictions, source: DataSource, fold: Fold, seed: int,
@@ -205,13 +165,16 @@ def _predictions_frame(pred: Predictions, source: DataSource, fold: Fold, seed: 
 
 
 def run_fold(cfg: ExperimentConfig, source: DataSource, fold: Fold, seed: int, run_dir: Path, *,
-             model_factory: ModelFactory = default_model_factory, callbacks: RunCallbacks | None = None) -> dict:
+             samples: pd.DataFrame | None = None, model_factory: ModelFactory = default_model_factory,
+             callbacks: RunCallbacks | None = None) -> dict:
     """Train and evaluate one fold for one seed; write its files; return its result record."""
     from hlora_mer.evaluation.metrics import scores
 
     cb = callbacks or RunCallbacks()
     fold_seed = derive_seed(seed, fold.index)
-    out = fold_dir(run_dir, seed, fold)
+    out = rf.fold_dir(run_dir, seed, fold)
+    if samples is None:
+        samples = rf.parse_samples(rf.samples_text(sample_records(source)))
     train_ids, val_ids = validation_split(source.table, fold.train_ids, cfg.train.val_subjects,
                                           derive_seed(seed, fold.index, 1))
     seed_everything(fold_seed)  # the fresh model's random init (LoRA A, fusion, head) is part of the seed
@@ -229,7 +192,8 @@ def run_fold(cfg: ExperimentConfig, source: DataSource, fold: Fold, seed: int, r
         leaky=leaky, score_fn=lambda p: scores(p.labels, p.preds, m), on_step=cb.on_step,
     )
     record: dict[str, Any] = {
-        "fold": fold.name, "index": fold.index, "seed": seed, "fold_seed": fold_seed, "ids_hash": _ids_hash(fold),
+        "fold": fold.name, "index": fold.index, "seed": seed, "fold_seed": fold_seed, "ids_hash": rf.ids_hash(fold),
+        "data_hash": rf.data_hash(samples, fold),
         "n_train": len(train_ids), "n_val": len(val_ids), "n_test": len(fold.test_ids),
         "val_subjects": sorted(source.table.set_index("sample_id").loc[list(val_ids), "subject"].astype(str).unique())
         if val_ids else [],
@@ -240,15 +204,15 @@ def run_fold(cfg: ExperimentConfig, source: DataSource, fold: Fold, seed: int, r
         pred = predict_with(model, test_set, cfg, device)
         leaky_pred = result.leaky_best["predictions"] if result.leaky_best else None
         frame = _predictions_frame(pred, source, fold, seed, leaky_pred)
-        atomic_write_text(out / FOLD_PREDICTIONS, frame.to_csv(index=False))
+        atomic_write_text(out / rf.FOLD_PREDICTIONS, frame.to_csv(index=False))
         if result.leaky_best:
             record["leaky_best"] = {"step": result.leaky_best["step"], "acc": result.leaky_best["acc"]}
     if cfg.train.save_checkpoints:
-        _save_checkpoint_atomic(model, cfg, out / CHECKPOINT_DIR, source.classes,
+        _save_checkpoint_atomic(model, cfg, out / rf.CHECKPOINT_DIR, source.classes,
                                 {"fold": fold.name, "seed": seed, "train_subjects":
                                  sorted(source.table.set_index("sample_id").loc[list(train_ids), "subject"]
                                         .astype(str).unique())})
-    atomic_write_text(out / RESULT_FILE, json.dumps(record, indent=1, default=float) + "\n")  # marks the fold done
+    atomic_write_text(out / rf.RESULT_FILE, json.dumps(record, indent=1, default=float) + "\n")  # marks the fold done
     return record
 
 
@@ -305,10 +269,10 @@ def run_experiment(
     run_dir = Path(run_dir)
     cfg = resolve_config(cfg, tuple(source.classes))
     folds = make_folds(source.table, cfg.eval.protocol, cfg.eval.directions, cfg.eval.folds)
-    prepare_run_dir(run_dir, cfg, source, folds, excluded)
+    samples = prepare_run_dir(run_dir, cfg, source, folds, excluded)
     cb = callbacks or RunCallbacks()
     jobs = [(seed, fold) for seed in cfg.eval.seeds for fold in folds]
-    finished = {(s, f.name) for s, f in jobs if is_finished(run_dir, s, f)}
+    finished = {(s, f.name) for s, f in jobs if rf.is_finished(run_dir, s, f)}
     if len(finished) < len(jobs):
         source = with_feature_cache(cfg, source, model_factory)
     if cb.on_start:
@@ -321,7 +285,7 @@ def run_experiment(
             continue
         if cb.on_fold_start:
             cb.on_fold_start(fold.name, seed, cfg.train.steps)
-        run_fold(cfg, source, fold, seed, run_dir, model_factory=model_factory, callbacks=cb)
+        run_fold(cfg, source, fold, seed, run_dir, samples=samples, model_factory=model_factory, callbacks=cb)
         if cb.on_fold_end:
             cb.on_fold_end(fold.name, seed, False)
     return finalize_run(run_dir)
