@@ -2,8 +2,9 @@
 
 Each sample is ``{"clip": (T, 3, S, S) float32, "label": int, "sample_id": str, "subject": str}``. Pixels
 are scaled to [0, 1] and normalised with DINOv2's fixed ImageNet mean and std, never with statistics of
-the data (the official code normalises per subject, ``docs/datasets.md`` section 14). In training, a
-horizontal flip (HLoRA-MER section 4.1.3), drawn once per clip by the training sampler, is applied to all its frames together,
+the data (the official code subtracts each subject's mean pixel value and divides by the maximum). In
+training, a horizontal flip (HLoRA-MER section 4.1.3), drawn once per clip by the training sampler, is
+applied to all its frames together,
 so the motion between frames is mirrored, not scrambled.
 """
 

@@ -3,8 +3,8 @@
 HLoRA-MER (section 4.1.3) takes t = 8 frames "by uniform sampling" of each clip. Everything here is a
 pure function of integers, so that the edge cases are cheap to test exhaustively:
 
-* the t frames spread evenly over onset..offset **inclusive** (the official code ignores about the last
-  eighth of every clip, see ``docs/datasets.md`` section 14);
+* the t frames spread evenly over onset..offset **inclusive** (the official code takes frames 0, s, ..., 7s
+  with s = n // 8, so it never uses about the last eighth of a clip; ``docs/preprocessing.md`` section 1);
 * a clip shorter than t repeats frames, and never skips one (the official code drops such clips);
 * a missing apex is fine in the default mode.
 

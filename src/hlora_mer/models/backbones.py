@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,78 @@ def _load_packaged(name: str, spec: BackboneSpec) -> tuple[nn.Module, str]:
     return model, f"hlora_mer/{spec.weights_file}@{hashlib.sha256(data).hexdigest()[:12]}"
 
 
+# The weight files transformers reads from a folder, in the order it looks for them (config.json aside).
+_WEIGHT_CHOICES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
+
+# sha256 of local weight files already read in this process, keyed by (path, size, mtime_ns, inode).
+_FILE_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+# A file changed less than this long ago may change again within the same mtime tick: never cache its hash.
+_RACY_NS = 2_000_000_000
+
+
+def local_weight_files(folder: str | Path) -> list[Path]:
+    """The files whose bytes make a local DINOv2 folder's weights: config.json and the weights transformers
+    loads (one ``model.safetensors`` / ``pytorch_model.bin``, or a shard index and every shard it names)."""
+    folder = Path(folder)
+    files = [folder / "config.json"]
+    for choice in _WEIGHT_CHOICES:
+        path = folder / choice
+        if not path.is_file():
+            continue
+        files.append(path)
+        if choice.endswith(".index.json"):
+            try:
+                shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                raise BackboneNotFoundError(
+                    f"{path} is not a readable shard index ({type(err).__name__}: {err}); expected the JSON "
+                    "file with a 'weight_map' that save_pretrained writes; download the checkpoint again"
+                ) from None
+            files.extend(folder / shard for shard in shards)
+        break
+    return [f for f in files if f.is_file()]
+
+
+def _stat_keys(files: list[Path]) -> dict[str, tuple[str, int, int, int]]:
+    keys = {}
+    for path in files:
+        st = path.stat()
+        keys[str(path)] = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    return keys
+
+
+def local_weights_digest(folder: str | Path, before: dict[str, tuple[str, int, int, int]] | None = None) -> str:
+    """The sha256 that identifies a local folder's weights (see :func:`local_weight_files`).
+
+    Each file is hashed once per process while its size, mtime and inode stay the same (the ViT-g weights
+    take ~10 s). ``before``: the files' stat keys taken before the weights were loaded; if a file changed
+    since, the weights just loaded may not be the ones hashed, and loading is refused.
+    """
+    from hlora_mer.files import sha256_file
+
+    folder = Path(folder)
+    files = local_weight_files(folder)
+    keys = _stat_keys(files)
+    if before is not None and keys != before:
+        raise BackboneNotFoundError(
+            f"the weight files in {folder} changed while they were being loaded; load the backbone again "
+            "once nothing writes into that folder"
+        )
+    digest = hashlib.sha256()
+    for path in files:
+        key = keys[str(path)]
+        file_digest = _FILE_DIGESTS.get(key)
+        if file_digest is None:
+            logger.info("hashing %s to identify the weights (once per process)", path)
+            file_digest = sha256_file(path)
+            if time.time_ns() - key[2] > _RACY_NS:
+                _FILE_DIGESTS[key] = file_digest
+        digest.update(f"{path.relative_to(folder)}\0{file_digest}\n".encode())
+    return digest.hexdigest()
+
+
 def _load_pretrained(name: str, spec: BackboneSpec) -> tuple[nn.Module, str]:
     """Load weights strictly from the package, the HF cache (downloading if allowed) or a local directory."""
     if spec.weights_file is not None:
@@ -234,6 +307,7 @@ def _load_pretrained(name: str, spec: BackboneSpec) -> tuple[nn.Module, str]:
             f"backbone {name!r} is a random-init test model with no published weights; set backbone.pretrained=false"
         )
     source = str(Path(name).expanduser()) if spec.hub_id is None else spec.hub_id
+    stats = _stat_keys(local_weight_files(source)) if spec.hub_id is None else {}
     try:
         try:
             model, info = cls.from_pretrained(source, local_files_only=True, output_loading_info=True)
@@ -259,6 +333,10 @@ def _load_pretrained(name: str, spec: BackboneSpec) -> tuple[nn.Module, str]:
     if info.get("unexpected_keys"):
         logger.warning("ignored %d unexpected checkpoint tensors: %s", len(info["unexpected_keys"]),
                        sorted(info["unexpected_keys"])[:5])
+    if spec.hub_id is None:
+        # A local folder has no revision to name it: its weights' own hash is their identity, so that other
+        # weights saved into the same folder get another id (feature caches and checkpoints key on it).
+        return model, f"{source}@{local_weights_digest(source, before=stats)[:16]}"
     revision = getattr(model.config, "_commit_hash", None) or "local"
     return model, f"{source}@{revision}"
 

@@ -3,7 +3,8 @@
 A checkpoint is a folder with ``model.safetensors`` (the trainable tensors: LoRA, fusion, head) and
 ``checkpoint.json`` (the resolved model config, the label names, the backbone's registry name and its
 weights' identity, the package version). Loading rebuilds the model from the config, loads the base
-weights, then loads the saved tensors strictly.
+weights, checks that the checkpoint was made for exactly this model (config, labels, backbone weights,
+tensor names and shapes) and then loads the saved tensors; any difference is refused with one message.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from hlora_mer import __version__
 from hlora_mer.config import ModelConfig, from_dict, to_dict
-from hlora_mer.errors import UserError
+from hlora_mer.errors import ConfigError, UserError
 from hlora_mer.files import atomic_write_text
 from hlora_mer.models.mer_model import MERModel, build_model
 
@@ -60,27 +63,134 @@ def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
     return json.loads(meta_file.read_text())
 
 
-def load_checkpoint(directory: str | Path, map_location: str = "cpu") -> tuple[MERModel, dict[str, Any]]:
-    """Rebuild the model of a checkpoint on its base backbone; returns ``(model, meta)``."""
+# Config fields that act only while training: a checkpoint fits a model that differs in them.
+_TRAINING_ONLY = ("lora.dropout", "fusion.gat_dropout", "fusion.head_dropout")
+# Fields that name the backbone weights: compared as the backbone's name and weights id instead.
+_BACKBONE_FIELDS = ("backbone.name", "backbone.pretrained", "backbone.init_seed")
+# The fields every refusal shows for both sides, in this order.
+_SUMMARY = ("num_classes", "image_size", "num_frames")
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _model_facts(model: MERModel) -> dict[str, Any]:
+    """What a model is, in the checkpoint config's terms (from ``model.config`` where it has one)."""
+    facts = _flatten(to_dict(model.config)) if model.config is not None else {}
+    facts["num_frames"] = model.num_frames
+    linear = [m for m in model.head.modules() if isinstance(m, nn.Linear)]
+    if linear:
+        facts["num_classes"] = linear[-1].out_features
+    return facts
+
+
+def _describe(backbone: str, weights: str, labels: str, facts: dict[str, Any]) -> str:
+    return ", ".join([f"backbone {backbone} (weights {weights})", labels,
+                      *(f"{key} {facts.get(key, '?')}" for key in _SUMMARY)])
+
+
+def _checkpoint_config(directory: Path, meta: dict[str, Any]) -> ModelConfig:
+    try:
+        return from_dict(ModelConfig, meta["model"])
+    except (KeyError, TypeError, ConfigError) as err:
+        raise UserError(
+            f"{directory / META_FILE} holds no readable model config ({type(err).__name__}: {err}); it was "
+            "written by another version of hlora-mer; load it with that version, or train again"
+        ) from None
+
+
+def _first(items: list[str], n: int = 4) -> str:
+    return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
+
+
+def load_checkpoint_into(model: MERModel, directory: str | Path, *, labels: list[str] | None = None,
+                         allow_mismatch: bool = False, map_location: str = "cpu") -> dict[str, Any]:
+    """Load a checkpoint's tensors into ``model`` after checking that it was made for this model.
+
+    The checkpoint must match the model's config (all but training-only settings such as dropout), the
+    ``labels`` the caller will name the outputs with (when given), its backbone (registry name and weights
+    id) and every tensor's name and shape. Any difference raises one :class:`UserError` that shows both
+    sides. ``allow_mismatch=True`` accepts other backbone weights (name or weights id) deliberately, with a
+    logged warning; the rest, tensor shapes above all, is never waived. Returns the checkpoint's metadata.
+    """
     from safetensors.torch import load_file
 
     directory = Path(directory)
     meta = read_checkpoint_meta(directory)
-    cfg = from_dict(ModelConfig, meta["model"])
-    model = build_model(cfg)
-    if model.backbone.weights_id != meta["backbone_weights"]:
-        logger.warning(
-            "checkpoint %s was trained on backbone weights %s; loading onto %s",
-            directory, meta["backbone_weights"], model.backbone.weights_id,
-        )
+    ckpt_cfg = _flatten(to_dict(_checkpoint_config(directory, meta)))
+    ckpt_weights = meta.get("backbone_weights", "not recorded")
+    ckpt_labels = meta.get("labels")
+    facts = _model_facts(model)
+    backbone, weights = model.backbone.name, model.backbone.weights_id
+
+    problems: list[str] = []
+    waived: list[str] = []
+    if ckpt_cfg["backbone.name"] != backbone or ckpt_weights != weights:
+        what = (f"backbone: checkpoint {ckpt_cfg['backbone.name']} with weights {ckpt_weights}, "
+                f"model {backbone} with weights {weights}")
+        (waived if allow_mismatch else problems).append(what)
+    if labels is not None and (ckpt_labels is None or list(ckpt_labels) != list(labels)):
+        problems.append(f"labels: checkpoint {ckpt_labels if ckpt_labels is not None else 'not recorded'}, "
+                        f"asked for {list(labels)}")
+    for key, value in ckpt_cfg.items():
+        if key in _TRAINING_ONLY or key in _BACKBONE_FIELDS or key not in facts or facts[key] == value:
+            continue
+        problems.append(f"{key}: checkpoint {value}, model {facts[key]}")
+
     tensors = load_file(str(directory / WEIGHTS_FILE), device=map_location)
-    expected = set(model.trainable_state_dict())
-    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
-    if missing or unexpected:
+    expected = model.trainable_state_dict()
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    reshaped = [f"{k} {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}"
+                for k in sorted(set(expected) & set(tensors)) if tensors[k].shape != expected[k].shape]
+    if reshaped:
+        problems.append(f"{len(reshaped)} tensors of other shapes (checkpoint vs model): {_first(reshaped)}")
+    if missing:
+        problems.append(f"{len(missing)} model tensors not in the checkpoint: {_first(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} checkpoint tensors the model lacks: {_first(unexpected)}")
+
+    if problems:
+        if all(p.startswith("backbone:") for p in problems):
+            advice = ("If you mean to apply it to these other backbone weights, pass allow_mismatch=True "
+                      "(CLI: --allow-mismatch).")
+        else:
+            advice = ("Load it into a model built from its own config (load_checkpoint) and name its outputs with "
+                      "its labels; only other backbone weights can be allowed (allow_mismatch, --allow-mismatch).")
+        scheme = meta.get("label_scheme")
+        ckpt_side = (f"label scheme {scheme}, " if scheme else "") + (
+            f"labels {ckpt_labels}" if ckpt_labels is not None else "labels not recorded")
+        model_side = f"labels {list(labels)}" if labels is not None else "labels not given"
         raise UserError(
-            f"checkpoint {directory} does not fit the model its config builds: "
-            f"{len(missing)} missing tensors {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}"
+            f"checkpoint {directory} does not fit the model it is loaded into.\n"
+            f"  checkpoint: {_describe(ckpt_cfg['backbone.name'], ckpt_weights, ckpt_side, ckpt_cfg)}\n"
+            f"  model:      {_describe(backbone, weights, model_side, facts)}\n"
+            "  differences:\n" + "".join(f"    - {p}\n" for p in problems) + advice
         )
+    for what in waived:
+        logger.warning("loading checkpoint %s onto other backbone weights (allowed): %s", directory, what)
     model.load_state_dict(tensors, strict=False)  # the frozen base weights come from the backbone
+    return meta
+
+
+def load_checkpoint(directory: str | Path, map_location: str = "cpu", *, labels: list[str] | None = None,
+                    allow_mismatch: bool = False) -> tuple[MERModel, dict[str, Any]]:
+    """Rebuild the model of a checkpoint on its base backbone; returns ``(model, meta)``.
+
+    The backbone is built from the checkpoint's config; if its weights are not the ones the checkpoint was
+    trained on (another weights id), loading is refused unless ``allow_mismatch`` (see
+    :func:`load_checkpoint_into`).
+    """
+    directory = Path(directory)
+    cfg = _checkpoint_config(directory, read_checkpoint_meta(directory))
+    model = build_model(cfg)
+    meta = load_checkpoint_into(model, directory, labels=labels, allow_mismatch=allow_mismatch,
+                                map_location=map_location)
     model.eval()
     return model, meta

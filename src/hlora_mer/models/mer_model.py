@@ -25,12 +25,14 @@ class MERModel(nn.Module):
     """Backbone -> fusion -> head, with the backbone split after its ``frozen_blocks`` leading blocks."""
 
     def __init__(self, backbone: DinoBackbone, fusion: nn.Module, head: nn.Module, num_frames: int,
-                 frozen_blocks: int) -> None:
+                 frozen_blocks: int, config: ModelConfig | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.fusion = fusion
         self.head = head
         self.num_frames = num_frames
+        # The config the model was built from (build_model sets it); checkpoints are checked against it.
+        self.config = config
         # Leading blocks with no trainable tensor: their output never changes during training, so
         # they run without autograd (and a later cache can store their tokens).
         self.frozen_blocks = frozen_blocks
@@ -87,7 +89,7 @@ def build_model(cfg: ModelConfig, backbone: DinoBackbone | None = None) -> MERMo
         frozen_blocks = backbone.depth - cfg.lora.last_n_blocks
     fusion = build_fusion(cfg.fusion, backbone.embed_dim, cfg.num_frames)
     head = nn.Sequential(nn.Dropout(cfg.fusion.head_dropout), nn.Linear(fusion.out_features, cfg.num_classes))
-    return MERModel(backbone, fusion, head, cfg.num_frames, frozen_blocks)
+    return MERModel(backbone, fusion, head, cfg.num_frames, frozen_blocks, config=cfg)
 
 
 def count_parameters(model: MERModel) -> dict[str, int]:

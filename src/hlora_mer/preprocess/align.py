@@ -4,7 +4,7 @@ HLoRA-MER (section 4.1.3) aligns each frame to 3 x 224 x 224 "via similarity tra
 similarity (rotation, uniform scale, translation) keeps the facial shape. Micro-expressions move a few
 pixels, so the transform is estimated **once per clip** and applied unchanged to every frame: head
 motion stays in the clip, but no detector jitter is added to it (the official code re-detects on every
-frame; ``docs/datasets.md`` section 14).
+frame; ``docs/preprocessing.md`` section 2).
 
 The transform, from the four points of :class:`~hlora_mer.preprocess.landmarks.FaceLandmarks`:
 

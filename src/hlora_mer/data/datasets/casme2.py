@@ -146,7 +146,7 @@ def load_casme2(
         if not objective_path.is_file():
             raise DatasetError(f"casme2: objective-class file {objective_path} does not exist")
     if objective_path is not None:
-        # Two objective-class versions exist and disagree on 37 rows (datasets.md §3.1): record which one.
+        # Two objective-class versions exist and disagree on 37 rows (docs/datasets.md, CASME II): record it.
         table = read_objective_classes(objective_path)
         raw["objective_class"] = [table.get((s, c)) for s, c in zip(raw["subject_raw"], raw["clip"], strict=True)]
         notes.append(f"objective classes from {objective_path.name} (md5 {md5sum(objective_path)})")

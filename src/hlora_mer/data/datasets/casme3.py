@@ -47,7 +47,7 @@ ROOT/
 _V2_SOURCE = "datasets.md §5.1 (known bad rows of v2); the corrections are tvaranka/meb's"
 
 # Known bad rows of v2, identified by (Subject, Filename, Onset) and their erroneous values. Row numbers
-# are 0-based data-row indices as in datasets.md §5.1 (Excel row = index + 2).
+# are 0-based data-row indices (Excel row = index + 2); docs/datasets.md, CAS(ME)^3, lists the fixes.
 FIXES: tuple[Fix, ...] = (
     # row 128: apex 83 lies before onset 112.
     Fix({"subject_raw": "spNO.149", "clip": "d", "onset": "112"}, {"apex": "83"}, {"apex": "123"}, _V2_SOURCE),
