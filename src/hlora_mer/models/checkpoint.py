@@ -19,7 +19,7 @@ from torch import nn
 from hlora_mer import __version__
 from hlora_mer.config import ModelConfig, from_dict, to_dict
 from hlora_mer.errors import ConfigError, UserError
-from hlora_mer.files import atomic_write_text
+from hlora_mer.files import atomic_write_bytes, atomic_write_text
 from hlora_mer.models.mer_model import MERModel, build_model
 
 logger = logging.getLogger(__name__)
@@ -31,14 +31,14 @@ META_FILE = "checkpoint.json"
 def save_checkpoint(model: MERModel, cfg: ModelConfig, directory: str | Path,
                     labels: list[str] | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write the trainable tensors and everything needed to rebuild ``model`` into ``directory``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     if model.backbone.name != cfg.backbone.name:
         raise ValueError(f"model backbone {model.backbone.name!r} does not match cfg {cfg.backbone.name!r}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
-    save_file(tensors, str(directory / WEIGHTS_FILE))
+    atomic_write_bytes(directory / WEIGHTS_FILE, save(tensors))  # save_file would create it owner-only
     meta = {
         "format": "hlora-mer-checkpoint/1",
         "hlora_mer_version": __version__,
