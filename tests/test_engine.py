@@ -69,6 +69,8 @@ def test_training_lowers_the_loss_on_learnable_data() -> None:
 
 
 def test_validation_selection_restores_the_best_step_and_never_reads_test() -> None:
+    from hlora_mer.evaluation.metrics import scores
+
     source = tiny_source(subjects=3)
     table = source.table
     train_ids = list(table.loc[table.subject != "toy/03", "sample_id"])
@@ -81,14 +83,23 @@ def test_validation_selection_restores_the_best_step_and_never_reads_test() -> N
         def __getitem__(self, i):  # noqa: ANN204
             raise AssertionError("the test set was read without leaky=True")
 
+    seen = []  # the validation probabilities at each evaluation point
+
+    def score(p):  # noqa: ANN001, ANN202
+        seen.append(p.probs.copy())
+        return scores(p.labels, p.preds, 3)
+
     seed_everything(0)
     model = build_model(tiny_model_config())
     cfg = TrainConfig(steps=4, batch_size=4, val_subjects=1, select="val", eval_every=1)
+    val_set = source.dataset(val_ids, train=False)
     result = train_fixed_budget(model, source.dataset(train_ids, train=True), cfg, seed=0,
-                                val_set=source.dataset(val_ids, train=False), test_set=Exploding())
+                                val_set=val_set, test_set=Exploding(), score_fn=score)
     assert [p.step for p in result.curve] == [1, 2, 3, 4]
     best = max(result.curve, key=lambda p: p.val["uf1"])  # first maximum
     assert result.selected_step == best.step
+    # the model left behind is the one of the selected step: it predicts what that step predicted
+    np.testing.assert_array_equal(predict(model, val_set, batch_size=4).probs, seen[best.step - 1])
     assert all(p.test is None for p in result.curve)
     assert result.leaky_best is None
 
