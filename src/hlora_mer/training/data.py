@@ -107,7 +107,7 @@ class CacheSource:
         self.table = check_table(self.table, self.classes)
 
     def dataset(self, sample_ids: Sequence[str], *, train: bool) -> Dataset:
-        from hlora_mer.data.clip_dataset import AlignedClipDataset
+        from hlora_mer.training.clip_dataset import AlignedClipDataset
 
         rows = self.table.set_index(self.table["sample_id"].astype(str)).loc[list(sample_ids)].reset_index(drop=True)
         return AlignedClipDataset(rows, self.cache_dir, train=train, flip_prob=self.flip_prob,
