@@ -31,11 +31,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from hlora_mer.data.frames import read_frame_and_hash
 from hlora_mer.data.sampling import SAMPLING_MODES, select_frames
 from hlora_mer.errors import DatasetError, UserError
 from hlora_mer.preprocess.align import SimilarityTransform, align_clip, estimate_alignment, fit_transform
 from hlora_mer.preprocess.cache import ALIGN_VERSION, ClipCache, params_hash, save_clip
-from hlora_mer.preprocess.frames import read_image
 from hlora_mer.preprocess.landmarks import DETECTORS, LandmarkDetector, create_detector
 
 logger = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ def _read_frames(job: _Job) -> tuple[dict[int, np.ndarray], dict[str, str]]:
     if job.files is not None:
         frames, hashes = {}, {}
         for number, path in job.files.items():
-            frames[number], hashes[Path(path).name] = read_image(path)
+            frames[number], hashes[Path(path).name] = read_frame_and_hash(path)
         return frames, hashes
     from hlora_mer.data.video import read_video_frames
 
