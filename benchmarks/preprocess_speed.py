@@ -62,9 +62,9 @@ def build_dataset(root: Path, n_clips: int, frames_per_clip: int, n_bases: int, 
 
 def profile_stages(rows: list[dict], params: PreprocessParams, n: int = 5) -> dict[str, float]:
     """Mean seconds per clip of each stage, in this process (dlib model load excluded)."""
+    from hlora_mer.data.frames import read_frame
     from hlora_mer.data.sampling import select_frames
     from hlora_mer.preprocess.align import align_clip, estimate_alignment
-    from hlora_mer.preprocess.frames import read_image
     from hlora_mer.preprocess.landmarks import DlibDetector
 
     detector = DlibDetector()
@@ -73,7 +73,7 @@ def profile_stages(rows: list[dict], params: PreprocessParams, n: int = 5) -> di
         numbers = select_frames(row["frame_numbers"], row["onset"], row["offset"], params.num_frames)
         by_number = dict(zip(row["frame_numbers"], row["frame_paths"]))
         t0 = time.perf_counter()
-        frames = [read_image(by_number[k])[0] for k in numbers]
+        frames = [read_frame(by_number[k]) for k in numbers]
         t1 = time.perf_counter()
         landmarks = detector.detect(frames[0])
         t2 = time.perf_counter()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from align_fixtures import FixedDetector, make_table, table_row, write_frames
 
-from hlora_mer.data.clip_dataset import DINOV2_MEAN, DINOV2_STD, AlignedClipDataset, normalize_clip
+from align_fixtures import FixedDetector, make_table, table_row, write_frames
+from hlora_mer.models.backbones import DINOV2_MEAN, DINOV2_STD
 from hlora_mer.preprocess.cache import clip_relpath
 from hlora_mer.preprocess.run import PreprocessParams, preprocess_table
+from hlora_mer.training.clip_dataset import AlignedClipDataset, normalize_clip
 
 PARAMS = PreprocessParams(num_frames=4, size=32, detector="dlib")
 

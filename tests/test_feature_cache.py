@@ -138,3 +138,29 @@ def test_run_experiment_uses_the_cache_by_default_and_says_so(tmp_path, caplog) 
     with caplog.at_level(logging.INFO):
         run_experiment(tiny_experiment(), tmp_path / "run", tiny_source(subjects=2))
     assert "frozen-prefix feature cache: on" in caplog.text
+
+
+def test_a_truncated_or_damaged_feature_file_is_recomputed_and_logged(tmp_path, caplog) -> None:
+    source = tiny_source(subjects=1)
+    model = _model(0)
+    first = _cached(source, model, "fp16", tmp_path)
+    ids = [str(s) for s in source.table["sample_id"]]
+    stored = {sid: first.cache.get(sid).clone() for sid in ids}
+    truncated, flipped, untouched = (first.cache.path(sid) for sid in ids[:3])
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    data = flipped.read_bytes()
+    flipped.write_bytes(data[:-1] + bytes([data[-1] ^ 0x01]))  # same size, still loads: only the checksum tells
+    cfg = tiny_experiment(train={"feature_cache_dtype": "fp16", "feature_cache_dir": str(tmp_path)})
+    with caplog.at_level(logging.WARNING, logger="hlora_mer.training.feature_cache"):
+        again = fc.prepare_cached_source(cfg, source, model, torch.device("cpu"))
+    assert again is not None and again[1].computed == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "2 stored file(s)" in warnings[0] and "recomputed" in warnings[0]
+    assert ids[0] in warnings[0] and "truncated" in warnings[0] and ids[1] in warnings[0]
+    for sid in ids:
+        torch.testing.assert_close(again[0].cache.get(sid), stored[sid], rtol=0, atol=0)
+    # A file of an older cache without its checksum is kept (its header and size are right) and gets one.
+    checksum = untouched.with_name(untouched.name + ".sha256")
+    checksum.unlink()
+    assert fc.prepare_cached_source(cfg, source, model, torch.device("cpu"))[1].computed == 0
+    assert checksum.is_file()

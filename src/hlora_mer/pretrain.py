@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hlora_mer.data.clip_dataset import DINOV2_MEAN, DINOV2_STD
-from hlora_mer.models.backbones import DinoBackbone
+from hlora_mer.models.backbones import DINOV2_MEAN, DINOV2_STD, DinoBackbone
 
 logger = logging.getLogger(__name__)
 

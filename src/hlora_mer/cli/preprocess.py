@@ -95,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"preprocess: {len(report.done)} done, {len(report.skipped)} up to date, {len(report.failed)} failed "
           f"in {report.elapsed_s:.1f} s")
+    if report.recomputed:
+        print(f"  {len(report.recomputed)} damaged or missing clip file(s) in the cache were recomputed")
+    if report.short:
+        print(f"  {len(report.short)} short clip(s): fewer than {params.num_frames} distinct frames in onset..offset "
+              f"(frames missing from their folders), so frames repeat; first: {', '.join(report.short[:3])}")
     for sample_id, reason in list(report.failed.items())[:_LIST_FAILURES]:
         print(f"  failed {sample_id}: {reason}")
     if len(report.failed) > _LIST_FAILURES:

@@ -8,6 +8,7 @@ frame number is the integer at the end of the file stem, and it equals the annot
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from pathlib import Path
@@ -60,32 +61,68 @@ def list_frames(folder: str | Path) -> tuple[tuple[int, ...], tuple[str, ...]]:
     return numbers, tuple(str(found[n]) for n in numbers)
 
 
-def read_frame(path: str | Path) -> np.ndarray:
-    """Read one frame as an ``(H, W, 3)`` uint8 RGB array.
+def _to_rgb(image) -> np.ndarray:  # noqa: ANN001 - a PIL image, imported lazily
+    mode = image.mode
+    if mode == "I" or mode.startswith("I;16"):
+        array = np.asarray(image, dtype=np.int64)
+        if array.max(initial=0) > 255:
+            array = array >> 8  # the top 8 bits of a 16-bit value
+        gray = array.clip(0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.array(image.convert("RGB"), dtype=np.uint8)
 
-    Grayscale frames (SAMM, 4DME) come back as three identical channels; palette, RGBA and CMYK
-    images are converted to RGB.
+
+def decode_frame(data: bytes, path: str | Path = "<bytes>") -> np.ndarray:
+    """Decode an image file's bytes to ``(H, W, 3)`` uint8 RGB; the rules of :func:`read_frame`.
 
     Raises:
-        DatasetError: the file is missing or is not a readable image.
+        DatasetError: the bytes are not a readable image; ``path`` names it in the message.
     """
+    import io
+
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                # 16-bit grayscale: keep the top 8 bits rather than clipping everything above 255.
-                array = np.asarray(image, dtype=np.uint32) >> 8
-                gray = array.astype(np.uint8)
-                return np.repeat(gray[:, :, None], 3, axis=2)
-            rgb = image.convert("RGB")
-            return np.asarray(rgb, dtype=np.uint8).copy()
-    except FileNotFoundError as err:
-        raise DatasetError(f"frame {path} does not exist; run 'hlora-mer data check' to list missing frames") from err
+            return _to_rgb(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DatasetError(
             f"cannot read image {path} ({type(err).__name__}: {err}); the file is damaged or not an image. "
             "Replace it from the original download, or exclude the clip."
         ) from err
+
+
+def read_frame_and_hash(path: str | Path) -> tuple[np.ndarray, str]:
+    """:func:`read_frame`, plus the SHA-256 of the file's bytes (read once, for the preprocessing manifest).
+
+    Raises:
+        DatasetError: the file is missing or is not a readable image.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as err:
+        raise DatasetError(f"frame {path} does not exist; run 'hlora-mer data check' to list missing frames") from err
+    except OSError as err:
+        raise DatasetError(f"cannot read image {path}: {err.strerror or err}") from err
+    return decode_frame(data, path), hashlib.sha256(data).hexdigest()
+
+
+def read_frame(path: str | Path) -> np.ndarray:
+    """Read one frame as an ``(H, W, 3)`` uint8 RGB array: the package's one image reader.
+
+    Data loaders and preprocessing both read frames through here (preprocessing through
+    :func:`read_frame_and_hash`), so a frame has the same pixels everywhere. The rules:
+
+    * 8-bit colour (RGB, RGBA, palette, CMYK, ...) is converted to RGB; alpha is dropped.
+    * 8-bit grayscale (SAMM, 4DME) comes back as three identical channels.
+    * 16-bit grayscale (modes ``I;16*`` and ``I``): if every value fits in 8 bits (max <= 255) the values
+      are kept as they are; otherwise the top 8 bits of each value are kept (``value >> 8``), so a
+      full-range 16-bit image keeps its contrast and is never clipped to white. Either way the result
+      is three identical channels.
+
+    Raises:
+        DatasetError: the file is missing or is not a readable image.
+    """
+    return read_frame_and_hash(path)[0]

@@ -30,9 +30,9 @@ from hlora_mer.errors import BackboneNotFoundError, ConfigError
 
 logger = logging.getLogger(__name__)
 
-# DINOv2's fixed ImageNet normalisation (never per-subject statistics).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# DINOv2's fixed ImageNet normalisation (never per-subject statistics); the one definition in the package.
+DINOV2_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+DINOV2_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,12 @@ Layout under the output folder chosen by the user::
 The folder name contains a hash of every parameter that changes the pixels (and of ``ALIGN_VERSION``),
 so a parameter change writes to a new folder and can never serve stale clips. Inside a folder, a clip is
 up to date when its manifest entry's source fingerprint (names, sizes and modification times of the
-frames it was made from, plus the frame numbers chosen) still matches the files, and its ``.npy`` exists.
+frames it was made from, plus the frame numbers chosen) still matches the files, and its ``.npy`` still
+has the size and SHA-256 recorded when it was written (``file_size``, ``file_sha256``). A truncated or
+damaged ``.npy`` is therefore never "up to date": ``preprocess`` remakes it, and reading it raises a
+``DatasetError`` that says so. Entries written before checksums were recorded are checked once by
+loading the file (dtype and shape); a clip that loads gets its checksum recorded, one that does not is
+remade.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from hlora_mer.errors import DatasetError
-from hlora_mer.files import atomic_open, atomic_write_text
+from hlora_mer.files import atomic_write_bytes, atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 PARAMS_NAME = "params.json"
@@ -61,10 +66,29 @@ def clip_relpath(sample_id: str) -> str:
     return "clips/" + "/".join(parts) + ".npy"
 
 
-def save_clip(path: Path, clip: np.ndarray) -> None:
-    """Write a clip atomically (a killed run never leaves a half-written ``.npy`` behind)."""
-    with atomic_open(path, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(clip, dtype=np.uint8))
+def save_clip(path: Path, clip: np.ndarray) -> dict[str, Any]:
+    """Write a clip atomically (a killed run never leaves a half-written ``.npy`` behind).
+
+    Returns:
+        ``{"file_size": ..., "file_sha256": ...}`` of the bytes written, for the manifest entry.
+    """
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(clip, dtype=np.uint8))
+    data = buffer.getvalue()
+    atomic_write_bytes(path, data)
+    return {"file_size": len(data), "file_sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _decode_clip(data: bytes, entry: Mapping[str, Any]) -> np.ndarray:
+    """The clip in ``data``; ValueError when it does not load as the uint8 array the entry describes."""
+    try:
+        clip = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"it does not load as an array ({err})") from err
+    shape = entry.get("shape")
+    if clip.dtype != np.uint8 or clip.ndim != 4 or (shape is not None and list(clip.shape) != list(shape)):
+        raise ValueError(f"it holds a {clip.dtype} array of shape {clip.shape}, expected uint8 {shape}")
+    return clip
 
 
 class ClipCache:
@@ -86,6 +110,8 @@ class ClipCache:
         self._failures: dict[str, dict[str, Any]] = {}
         # Entries changed by this run; merged into the file on flush so that a concurrent run's work survives.
         self._changed: set[str] = set()
+        # Entries of an older manifest (no checksum) that were checked by loading, and got their checksum now.
+        self.checksums_added: list[str] = []
 
     def open(self) -> ClipCache:
         """Create the folder (or check an existing one) and load its manifest."""
@@ -131,9 +157,46 @@ class ClipCache:
         return self.dir / clip_relpath(sample_id)
 
     def is_fresh(self, sample_id: str, fingerprint: str) -> bool:
-        """Whether the sample's clip exists and was made from the same source files and frames."""
+        """Whether the sample's clip was made from the same source files and frames, and its file is intact
+        (:meth:`clip_problem`)."""
         entry = self._clips.get(sample_id)
-        return bool(entry) and entry.get("fingerprint") == fingerprint and (self.dir / entry["file"]).is_file()
+        return bool(entry) and entry.get("fingerprint") == fingerprint and self.clip_problem(sample_id) is None
+
+    def _check_bytes(self, sample_id: str, data: bytes) -> str | None:
+        entry = self._clips[sample_id]
+        expected = entry.get("file_sha256")
+        if expected is None:  # an entry of an older manifest: check by loading, then record the checksum
+            try:
+                _decode_clip(data, entry)
+            except ValueError as err:
+                return str(err)
+            entry["file_size"], entry["file_sha256"] = len(data), hashlib.sha256(data).hexdigest()
+            self._changed.add(sample_id)
+            self.checksums_added.append(sample_id)
+            return None
+        if len(data) != entry.get("file_size", len(data)):
+            return f"it has {len(data)} bytes, the manifest recorded {entry['file_size']} (truncated?)"
+        if hashlib.sha256(data).hexdigest() != expected:
+            return "its SHA-256 differs from the one recorded when it was written (the file was damaged)"
+        return None
+
+    def clip_problem(self, sample_id: str) -> str | None:
+        """Why a recorded clip's file cannot be trusted (missing, wrong size, wrong checksum), or None.
+
+        The size is compared first (no read); then the file is read and hashed (about 1 ms per
+        8 x 224 x 224 x 3 clip).
+        """
+        entry = self._clips.get(sample_id)
+        if entry is None:
+            return "it is not in the manifest"
+        path = self.dir / entry["file"]
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return "its file is missing"
+        if "file_size" in entry and size != entry["file_size"]:
+            return f"it has {size} bytes, the manifest recorded {entry['file_size']} (truncated?)"
+        return self._check_bytes(sample_id, path.read_bytes())
 
     def record_done(self, sample_id: str, entry: Mapping[str, Any]) -> None:
         """Record a clip written to :meth:`clip_path` (``entry`` must hold ``fingerprint``)."""
@@ -172,10 +235,12 @@ class ClipCache:
         atomic_write_text(self.failures_path, buf.getvalue())
 
     def load_clip(self, sample_id: str) -> np.ndarray:
-        """Read a cached clip, ``(T, S, S, 3)`` uint8.
+        """Read a cached clip, ``(T, S, S, 3)`` uint8, checked against its manifest entry.
 
         Raises:
             FileNotFoundError: If the sample is not in the cache, with what to run.
+            DatasetError: If the clip's file is missing, truncated or damaged (it does not match the size
+                and SHA-256 recorded when it was written), naming the file and what to run.
         """
         entry = self._clips.get(sample_id)
         if entry is None:
@@ -184,7 +249,22 @@ class ClipCache:
             raise FileNotFoundError(
                 f"no aligned clip for {sample_id} in {self.dir} ({why}). Run 'hlora-mer preprocess' first."
             )
-        return np.load(self.dir / entry["file"])
+        path = self.dir / entry["file"]
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            problem: str | None = "its file is missing"
+        else:
+            problem = self._check_bytes(sample_id, data)
+            if problem is None:
+                try:
+                    return _decode_clip(data, entry)
+                except ValueError as err:
+                    problem = str(err)
+        raise DatasetError(
+            f"the cached clip of {sample_id} ({path}) cannot be used: {problem}. "
+            "Run 'hlora-mer preprocess' again with the same parameters: it remakes damaged clips."
+        )
 
 
 def open_cache_dir(cache_dir: str | Path) -> ClipCache:

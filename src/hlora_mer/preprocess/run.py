@@ -17,13 +17,17 @@ Clips run in parallel worker processes, each of which builds its own detector on
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import json
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,11 +35,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from hlora_mer.data.frames import read_frame_and_hash
 from hlora_mer.data.sampling import SAMPLING_MODES, select_frames
 from hlora_mer.errors import DatasetError, UserError
 from hlora_mer.preprocess.align import SimilarityTransform, align_clip, estimate_alignment, fit_transform
 from hlora_mer.preprocess.cache import ALIGN_VERSION, ClipCache, params_hash, save_clip
-from hlora_mer.preprocess.frames import read_image
 from hlora_mer.preprocess.landmarks import DETECTORS, LandmarkDetector, create_detector
 
 logger = logging.getLogger(__name__)
@@ -138,6 +142,11 @@ class PreprocessReport:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    #: Clips whose cached file was missing, truncated or damaged (sample_id -> what was wrong); remade.
+    recomputed: dict[str, str] = field(default_factory=dict)
+    #: Clips with fewer distinct frames than ``num_frames`` in onset..offset although the span is at least
+    #: that long (frames missing from the folder): their clips repeat frames.
+    short: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
 
     @property
@@ -156,6 +165,8 @@ class _Job:
     reference: int
     files: dict[int, str] | None  # frame number -> image path, for frame folders
     video_path: str | None
+    distinct: int = 0  # distinct source frames among ``selected``
+    short: bool = False  # fewer distinct frames than num_frames, though onset..offset spans that many
 
 
 def _fail(sample_id: str, err: BaseException) -> ClipResult:
@@ -181,7 +192,7 @@ def _plan(row: dict[str, Any], params: PreprocessParams, cache: ClipCache) -> _J
             raise DatasetError(f"{len(frame_paths)} frame paths but {len(numbers)} frame numbers")
         selected = select_frames(numbers, onset, offset, params.num_frames, apex=apex, mode=params.sampling)
         reference = next(n for n in numbers if onset <= n <= offset)
-        by_number = dict(zip(numbers, (str(p) for p in frame_paths)))
+        by_number = dict(zip(numbers, (str(p) for p in frame_paths), strict=True))
         files = {n: by_number[n] for n in dict.fromkeys((reference, *selected))}
         try:
             tokens: list[Any] = [_stat_token(files[n]) for n in files]
@@ -200,7 +211,12 @@ def _plan(row: dict[str, Any], params: PreprocessParams, cache: ClipCache) -> _J
         raise DatasetError("the row has neither frame paths nor a video path")
     text = json.dumps({"sources": tokens, "selected": selected, "reference": reference})
     fingerprint = hashlib.sha256(text.encode()).hexdigest()
-    return _Job(sample_id, str(cache.clip_path(sample_id)), fingerprint, selected, reference, files, video_path)
+    distinct = len(set(selected))
+    # Fewer distinct frames than asked for is expected of a clip shorter than t; in a longer span it means
+    # frames are missing inside onset..offset and the clip would be trained as copies of a few frames.
+    short = distinct < params.num_frames and offset - onset + 1 >= params.num_frames
+    return _Job(sample_id, str(cache.clip_path(sample_id)), fingerprint, selected, reference, files, video_path,
+                distinct, short)
 
 
 def _read_frames(job: _Job) -> tuple[dict[int, np.ndarray], dict[str, str]]:
@@ -208,13 +224,13 @@ def _read_frames(job: _Job) -> tuple[dict[int, np.ndarray], dict[str, str]]:
     if job.files is not None:
         frames, hashes = {}, {}
         for number, path in job.files.items():
-            frames[number], hashes[Path(path).name] = read_image(path)
+            frames[number], hashes[Path(path).name] = read_frame_and_hash(path)
         return frames, hashes
     from hlora_mer.data.video import read_video_frames
 
     numbers = list(dict.fromkeys((job.reference, *job.selected)))
     decoded = read_video_frames(job.video_path, numbers)  # type: ignore[arg-type]
-    return dict(zip(numbers, decoded)), {}
+    return dict(zip(numbers, decoded, strict=True)), {}
 
 
 def detect_reference(
@@ -267,13 +283,14 @@ def _process(job: _Job, params: PreprocessParams, detector: LandmarkDetector | N
                 detector, order, size=params.size, margin=params.margin
             )
         clip = align_clip((frames[n] for n in job.selected), transform, size=params.size, fill=params.fill)
-        save_clip(Path(job.out_path), clip)
+        written = save_clip(Path(job.out_path), clip)
     except Exception as err:  # one bad clip never stops a run; the reason goes to the report
         logger.debug("clip %s failed", job.sample_id, exc_info=True)
         return _fail(job.sample_id, err), {"fingerprint": job.fingerprint}
     entry = {
         "fingerprint": job.fingerprint,
         "frame_numbers": list(job.selected),
+        "distinct_frames": job.distinct,
         "reference_frame": used,
         "upsample": upsample,
         "detection_attempts": attempts,
@@ -281,6 +298,7 @@ def _process(job: _Job, params: PreprocessParams, detector: LandmarkDetector | N
         "shape": list(clip.shape),
         "source": "video" if job.video_path else "frames",
         "source_sha256": hashes,
+        **written,
     }
     if job.video_path:
         entry["video_path"] = job.video_path
@@ -289,15 +307,55 @@ def _process(job: _Job, params: PreprocessParams, detector: LandmarkDetector | N
 
 # Worker-process state: the detector is built once per process by _init_worker.
 _WORKER: dict[str, Any] = {}
+# How often a worker checks, at the latest, that its parent is still alive.
+_WATCH_PARENT_S = 0.5
 
 
-def _init_worker(params: PreprocessParams, detector: LandmarkDetector | None) -> None:
+def _watch_parent(parent_pid: int) -> None:
+    """Worker side: end this process at once when the parent is gone, whatever ended it (even SIGKILL).
+
+    The parent holds the write end of a pipe whose read end is the worker's ``parent_process().sentinel``;
+    it becomes readable when the parent dies. The parent pid check is a fallback where there is no sentinel.
+    """
+    parent = multiprocessing.parent_process()
+    sentinel = parent.sentinel if parent is not None else None
+    while True:
+        if sentinel is not None:
+            try:
+                gone = bool(multiprocessing.connection.wait([sentinel], timeout=_WATCH_PARENT_S))
+            except OSError:
+                gone = True
+        else:
+            time.sleep(_WATCH_PARENT_S)
+            gone = False
+        if gone or os.getppid() != parent_pid:
+            os._exit(1)  # no cleanup to run: every clip is written with a rename, so none is half-written
+
+
+def _init_worker(params: PreprocessParams, detector: LandmarkDetector | None, parent_pid: int) -> None:
+    # Ctrl-C reaches the whole process group; the parent handles it and shuts the workers down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="watch-parent", daemon=True).start()
     _WORKER["params"] = params
     _WORKER["detector"] = detector if detector is not None else _build_detector(params)
 
 
 def _work(job: _Job) -> tuple[ClipResult, dict]:
     return _process(job, _WORKER["params"], _WORKER["detector"])
+
+
+@contextlib.contextmanager
+def _children_ignore_sigint() -> Iterator[None]:
+    """Start child processes with SIGINT ignored (a spawned Python keeps an ignored SIGINT ignored), so a
+    Ctrl-C while they import prints no traceback from them; this process handles the Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _build_detector(params: PreprocessParams) -> LandmarkDetector | None:
@@ -369,10 +427,17 @@ def preprocess_table(
         except (UserError, ValueError, OSError) as err:
             finish(_fail(str(row["sample_id"]), err))
             continue
-        if not force and cache.is_fresh(job.sample_id, job.fingerprint):
-            finish(ClipResult(job.sample_id, "skipped"))
-        else:
-            jobs.append(job)
+        if job.short:
+            report.short.append(job.sample_id)
+        entry = cache.clips.get(job.sample_id)
+        if not force and entry and entry.get("fingerprint") == job.fingerprint:
+            problem = cache.clip_problem(job.sample_id)
+            if problem is None:
+                finish(ClipResult(job.sample_id, "skipped"))
+                continue
+            report.recomputed[job.sample_id] = problem
+        jobs.append(job)
+    _log_plan(report, cache, params)
 
     last_flush = time.monotonic()
     try:
@@ -386,11 +451,15 @@ def preprocess_table(
         elif jobs:
             _check_detector_available(params, detector)
             # spawn, not fork: the parent may hold threads (torch, tqdm) that a fork would copy mid-state.
-            with cf.ProcessPoolExecutor(
-                max_workers=min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(params, detector),
-            ) as pool:
-                futures = {pool.submit(_work, job): job for job in jobs}
+            # Workers ignore Ctrl-C and end by themselves when this process ends (_watch_parent).
+            with _children_ignore_sigint():
+                pool = cf.ProcessPoolExecutor(
+                    max_workers=min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_worker, initargs=(params, detector, os.getpid()),
+                )
+            with pool:
+                with _children_ignore_sigint():  # the workers start with the first submissions
+                    futures = {pool.submit(_work, job): job for job in jobs}
                 try:
                     for future in cf.as_completed(futures):
                         job = futures[future]
@@ -412,6 +481,32 @@ def preprocess_table(
         len(report.done), len(report.skipped), len(report.failed), report.elapsed_s, cache.dir,
     )
     return report
+
+
+def _first(ids: Sequence[str], n: int = 5) -> str:
+    return ", ".join(ids[:n]) + (f" and {len(ids) - n} more" if len(ids) > n else "")
+
+
+def _log_plan(report: PreprocessReport, cache: ClipCache, params: PreprocessParams) -> None:
+    """One warning per kind of problem found while planning, before any clip is made."""
+    if report.recomputed:
+        details = [f"{sid} ({why})" for sid, why in report.recomputed.items()]
+        logger.warning(
+            "%d cached clip(s) in %s did not match the size or checksum recorded when they were written; "
+            "recomputed: %s", len(details), cache.dir, _first(details, 3),
+        )
+    if cache.checksums_added:
+        logger.info(
+            "%d clip(s) of an older manifest had no checksum; they load as clips of the recorded shape and "
+            "their checksums are recorded now", len(cache.checksums_added),
+        )
+    if report.short:
+        logger.warning(
+            "%d clip(s) have fewer than %d distinct frames in onset..offset although the span is at least %d "
+            "frames long (frames are missing from their folders), so their clips repeat frames: %s. "
+            "Run 'hlora-mer data check' to list the missing frames, or exclude those clips.",
+            len(report.short), params.num_frames, params.num_frames, _first(report.short),
+        )
 
 
 def _check_detector_available(params: PreprocessParams, detector: LandmarkDetector | None) -> None:

@@ -131,7 +131,7 @@ class CacheSource:
         return {sid: str(entry.get("sha256") or entry.get("fingerprint")) for sid, entry in entries.items()}
 
     def dataset(self, sample_ids: Sequence[str], *, train: bool) -> Dataset:
-        from hlora_mer.data.clip_dataset import AlignedClipDataset
+        from hlora_mer.training.clip_dataset import AlignedClipDataset
 
         rows = self.table.set_index(self.table["sample_id"].astype(str)).loc[list(sample_ids)].reset_index(drop=True)
         return AlignedClipDataset(rows, self.cache_dir, train=train, flip_prob=self.flip_prob,

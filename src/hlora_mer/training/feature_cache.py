@@ -6,19 +6,22 @@ them once per clip, for the plain and the horizontally flipped clip, and stores 
 only the last N_l blocks, the fusion module and the head (``MERModel.forward_from_prefix``).
 
 Storage: one ``(2, T, L, d)`` array per clip (index 0: plain, 1: flipped), fp16 by default, as a
-memory-mapped ``.npy`` in a key folder on disk, or in RAM when there is no folder (in-memory sources);
+memory-mapped ``.npy`` in a key folder on disk (with the SHA-256 of its bytes beside it, ``.npy.sha256``),
+or in RAM when there is no folder (in-memory sources);
 on CUDA the arrays of a run are moved to the GPU when they fit. With N_l = 0 nothing after the prefix
 but the final layer norm runs, which acts per token, so only the CLS token is stored (``L = 1``).
 
 The key (a hash) covers everything the tokens depend on: backbone name and weights, ``frozen_blocks``,
 frame size and count, the preprocessing identity (the aligned-clip cache folder, whose name hashes its
 parameters), the storage dtype and the compute precision; a change gives another folder, never stale
-features.
+features. Every fill checks the stored files it would reuse (shape, dtype and size from the ``.npy``
+header, then the checksum): a truncated or damaged file is recomputed, and the log says so.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import shutil
@@ -33,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hlora_mer.errors import ConfigError
-from hlora_mer.files import atomic_open, atomic_write_text
+from hlora_mer.files import atomic_write_bytes, atomic_write_text, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +176,47 @@ class FeatureCache:
             return sample_id in self._ram
         return self.path(sample_id).is_file()
 
+    @staticmethod
+    def _checksum_path(path: Path) -> Path:
+        return path.with_name(path.name + ".sha256")
+
+    def problem(self, sample_id: str, shape: tuple[int, ...]) -> str | None:
+        """Why a stored file cannot be reused (wrong shape or dtype, truncated, checksum differs), or None.
+
+        A file written before checksums were kept beside it gets its checksum now, when its header and
+        size are right.
+        """
+        if self.dir is None:
+            return None
+        path = self.path(sample_id)
+        try:
+            with open(path, "rb") as handle:
+                version = np.lib.format.read_magic(handle)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                found_shape, _, found_dtype = read_header(handle)
+                offset = handle.tell()
+        except FileNotFoundError:
+            return "the file is missing"
+        except (ValueError, OSError, EOFError) as err:
+            return f"its header does not read ({err})"
+        if tuple(found_shape) != tuple(shape) or found_dtype != self.np_dtype:
+            return f"it holds {found_dtype} {tuple(found_shape)}, expected {self.np_dtype} {tuple(shape)}"
+        expected_size = offset + int(np.prod(shape)) * self.np_dtype.itemsize
+        size = path.stat().st_size
+        if size != expected_size:
+            return f"it has {size} bytes, expected {expected_size} (truncated?)"
+        checksum = self._checksum_path(path)
+        digest = sha256_file(path)
+        try:
+            recorded = checksum.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            atomic_write_text(checksum, digest + "\n")
+            return None
+        if digest != recorded:
+            return "its SHA-256 differs from the one recorded when it was written (the file was damaged)"
+        return None
+
     def get(self, sample_id: str) -> torch.Tensor:
         """``(2, T, L, d)`` tokens in the storage dtype (a memory map, a RAM tensor or a GPU tensor)."""
         if self._device is not None and sample_id in self._device:
@@ -187,8 +231,12 @@ class FeatureCache:
         if self.dir is None:
             self._ram[sample_id] = tokens
             return
-        with atomic_open(self.path(sample_id), "wb") as handle:
-            np.save(handle, tokens.numpy())
+        buffer = io.BytesIO()
+        np.save(buffer, tokens.numpy())
+        data = buffer.getvalue()
+        path = self.path(sample_id)
+        atomic_write_bytes(path, data)  # then its checksum: a file without a matching one is never trusted
+        atomic_write_text(self._checksum_path(path), hashlib.sha256(data).hexdigest() + "\n")
 
     def clip_shape(self, model: Any, num_frames: int, image_size: int) -> tuple[int, ...]:
         bb = model.backbone
@@ -209,10 +257,21 @@ class FeatureCache:
         """
         from hlora_mer.training.engine import _autocast, collate
 
-        missing = [s for s in dict.fromkeys(map(str, sample_ids)) if not self.has(s)]
+        shape = self.clip_shape(model, num_frames, image_size)
+        missing, damaged = [], {}
+        for sid in dict.fromkeys(map(str, sample_ids)):
+            if not self.has(sid):
+                missing.append(sid)
+            elif (problem := self.problem(sid, shape)) is not None:
+                damaged[sid] = problem
+                missing.append(sid)
+        if damaged:
+            first = "; ".join(f"{sid}: {why}" for sid, why in list(damaged.items())[:3])
+            logger.warning("feature cache: %d stored file(s) in %s cannot be reused and are recomputed (%s%s)",
+                           len(damaged), self.dir, first, " ..." if len(damaged) > 3 else "")
         if not missing:
             return 0
-        per_clip = int(np.prod(self.clip_shape(model, num_frames, image_size))) * self.np_dtype.itemsize
+        per_clip = int(np.prod(shape)) * self.np_dtype.itemsize
         need = per_clip * len(missing)
         if self.dir is not None:
             free = shutil.disk_usage(self.dir).free

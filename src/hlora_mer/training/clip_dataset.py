@@ -18,10 +18,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from hlora_mer.models.backbones import DINOV2_MEAN, DINOV2_STD
 from hlora_mer.preprocess.cache import open_cache_dir
-
-DINOV2_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-DINOV2_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 def normalize_clip(clip: np.ndarray) -> torch.Tensor:
