@@ -128,7 +128,7 @@ class CacheSource:
         from hlora_mer.preprocess.cache import open_cache_dir
 
         entries = open_cache_dir(self.cache_dir).clips
-        return {sid: str(entry.get("sha256") or entry.get("fingerprint")) for sid, entry in entries.items()}
+        return {sid: str(entry.get("file_sha256") or entry.get("fingerprint")) for sid, entry in entries.items()}
 
     def dataset(self, sample_ids: Sequence[str], *, train: bool) -> Dataset:
         from hlora_mer.training.clip_dataset import AlignedClipDataset
