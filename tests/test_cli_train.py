@@ -29,6 +29,8 @@ def test_table3_config_with_tiny_backbone_produces_the_run_folder(synth_root, tm
     argv = ["-q", "train", "-c", str(CONFIGS / "table3_casme2_5cls.yaml"), f"data.roots.casme2={synth_root}",
             *TINY, "-o", str(run)]
     assert main(argv) == 0
+    out = capsys.readouterr().out  # -q drops progress bars and info logs, never the result
+    assert f"table3_casme2_5cls: run folder {run}" in out and "| table3_casme2_5cls |" in out and "UF1" in out
     for name in ("config.yaml", "run.json", "folds.json", "excluded.csv", "predictions.csv", "metrics.json",
                  "report.md", "confusion.png"):
         assert (run / name).is_file(), name

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -144,6 +146,53 @@ class ModelConfig:
             raise ConfigError(f"num_classes must be >= 2; got {self.num_classes}")
         if self.image_size < 1:
             raise ConfigError(f"image_size must be >= 1; got {self.image_size}")
+        patch = _patch_size(self.backbone.name)
+        if patch is not None and self.image_size % patch:
+            lower, upper = (self.image_size // patch) * patch, (self.image_size // patch + 1) * patch
+            sizes = f"{lower} or {upper}" if lower else str(upper)
+            raise ConfigError(
+                f"model.image_size={self.image_size} is not a multiple of the patch size {patch} of backbone "
+                f"{self.backbone.name}: the frames must split into whole patches; use model.image_size={sizes}"
+            )
+        fusion, t = self.fusion, self.num_frames
+        if fusion.variant in ("full", "no_iffa") and fusion.stfa_kernel is not None and fusion.stfa_kernel > t:
+            raise ConfigError(
+                f"model.fusion.stfa_kernel={fusion.stfa_kernel} is larger than model.num_frames={t}: the "
+                f"spatio-temporal kernel must fit in the clip; use fusion.stfa_kernel <= {t} (null means {t // 2})"
+            )
+        uses_neighbours = fusion.variant in ("full", "no_stfa") and fusion.iffa == "paper"
+        if uses_neighbours and fusion.num_neighbors is not None and fusion.num_neighbors > t - 1:
+            raise ConfigError(
+                f"model.fusion.num_neighbors={fusion.num_neighbors} is more than the {t - 1} other frames of a "
+                f"clip of model.num_frames={t}: each frame's neighbours are other frames; use "
+                f"fusion.num_neighbors <= {t - 1} (null means {t // 2})"
+            )
+
+
+_REGISTERED_DINOV2 = re.compile(r"dinov2_vit[sblg](\d+)(_reg)?")
+
+
+def _patch_size(backbone: str) -> int | None:
+    """The patch size of a backbone name, or None where it cannot be known without reading weights.
+
+    Meta's DINOv2 names carry it (``dinov2_vitg14_reg``: 14); other registered names are looked up in the
+    backbone registry (imported only then: it imports torch); a local checkpoint folder is read from its
+    config.json. An unknown name gives None: the backbone registry reports it when the model is built.
+    """
+    match = _REGISTERED_DINOV2.fullmatch(backbone)
+    if match:
+        return int(match.group(1))
+    if "/" not in backbone:  # as resolve_spec: a registered name before a folder
+        from hlora_mer.models.backbones import BACKBONES
+
+        spec = BACKBONES.get(backbone)
+        if spec is not None:
+            return spec.patch_size
+    try:
+        value = json.loads((Path(backbone).expanduser() / "config.json").read_text()).get("patch_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,6 +210,15 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
         if len(args) == 1:
             return args[0], True
     return tp, False
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _number(text: str) -> float | None:
+    """``text`` as a float when it is a decimal number in plain or scientific notation (1e-3, 5E-4, .5)."""
+    text = text.strip()
+    return float(text) if _NUMBER.fullmatch(text) else None
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -193,11 +251,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer; got {value!r}")
+            hint = ""
+            number = _number(value) if isinstance(value, str) else value if isinstance(value, float) else None
+            if number is not None and float(number).is_integer():
+                hint = f" (write it as {int(number)})"
+            raise ConfigError(f"{where} must be an integer such as 300; got {value!r}{hint}")
         return value
     if tp is float:
+        if isinstance(value, str) and _number(value) is not None:
+            # YAML 1.1 reads 1e-3 (no dot in the mantissa) as text; it is a number in every other notation.
+            return _number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number; got {value!r}")
+            raise ConfigError(f"{where} must be a number such as 0.001 or 1e-3; got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -331,6 +396,11 @@ class DataConfig:
             for dataset in self.datasets:
                 mapping.setdefault(dataset, {} if name == "options" else None)
             setattr(self, name, mapping)
+        if self.margin < 0:
+            raise ConfigError(
+                f"data.margin={self.margin} is negative: it is the border added around the eyes-and-mouth box, "
+                "as a fraction of its extent; use data.margin >= 0 (the default is 0.5)"
+            )
         _choice("data.detector", self.detector, ("dlib", "mediapipe", "none"))
         _choice("data.sampling", self.sampling, ("uniform", "apex"))
         if not 0.0 <= self.flip_prob <= 1.0:

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from hlora_mer.config import ExperimentConfig, apply_overrides, from_dict
+from hlora_mer.files import atomic_write_text
 from hlora_mer.synth import SynthConfig, generate
 
 logger = logging.getLogger(__name__)
@@ -28,15 +29,20 @@ def demo_config(overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig
     return apply_overrides(from_dict(ExperimentConfig, yaml.safe_load(text)), list(overrides))
 
 
-def ensure_synthme(workdir: Path, cfg: SynthConfig, progress=None) -> Path:
-    """SynthME for ``cfg`` under ``workdir``, generated only when not already complete there."""
+def synthme_root(workdir: Path, cfg: SynthConfig) -> Path:
+    """The folder under ``workdir`` that holds SynthME for ``cfg`` (it may not exist yet)."""
     fields = dataclasses.asdict(cfg)
     tag = "-".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in fields.items()
                    if v != getattr(SynthConfig, k, None) or k in ("seed", "amplitude"))
-    root = workdir / f"synthme-{tag}"
+    return Path(workdir) / f"synthme-{tag}"
+
+
+def ensure_synthme(workdir: Path, cfg: SynthConfig, progress=None) -> Path:
+    """SynthME for ``cfg`` under ``workdir``, generated only when not already complete there."""
+    root = synthme_root(workdir, cfg)
     if (root / _DONE_MARKER).is_file():
         logger.info("SynthME already at %s", root)
         return root
     generate(root, cfg, progress=progress)
-    (root / _DONE_MARKER).write_text("complete\n")
+    atomic_write_text(root / _DONE_MARKER, "complete\n")
     return root

@@ -94,3 +94,66 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+
+def _dir_problem(path: Path, *, target: bool = True) -> str | None:
+    """Why the folder ``path`` could not be created or written into, or None; creates nothing.
+
+    ``target``: ``path`` is what the message is about (it is called "it"), not the folder of a file.
+    """
+    found = next((p for p in (path, *path.parents) if os.path.lexists(p)), None)
+    if found is None:  # a relative path's last parent is ".", which exists unless the working folder is gone
+        return "the working folder no longer exists"
+    name = "it" if target and found == path else str(found)
+    if not found.exists():
+        return f"{name} is a broken symbolic link"
+    if not found.is_dir():
+        return f"{name} is a file, not a folder" if found.is_file() else f"{name} is not a folder"
+    if not os.access(found, os.W_OK | os.X_OK):
+        return f"{name} is not writable (Permission denied)"
+    return None
+
+
+def check_writable_dir(path: str | Path, what: str, fix: str = "choose another folder") -> Path:
+    """Check, without creating anything, that the folder ``path`` exists or can be made, and can be written.
+
+    Walks up to the first ancestor that exists: it must be a folder the user may write into and enter
+    (``os.access`` W_OK and X_OK); ``path`` itself, if it exists, must be such a folder.
+
+    Args:
+        path: the folder the caller is about to create or write into.
+        what: what the folder is, for the message (``run folder``, ``cache folder``).
+        fix: what the user can do instead (``choose another folder with -o``).
+
+    Returns:
+        ``path`` as a :class:`Path`.
+
+    Raises:
+        UserError: one line naming ``path``, the ancestor at fault and why, and ``fix``.
+    """
+    from hlora_mer.errors import UserError
+
+    path = Path(path).expanduser()
+    problem = _dir_problem(path)
+    if problem is not None:
+        raise UserError(f"cannot write the {what} {path}: {problem}; {fix}")
+    return path
+
+
+def check_writable_file(path: str | Path, what: str, fix: str = "choose another file") -> Path:
+    """Check, without creating anything, that the file ``path`` can be written atomically.
+
+    ``path`` must not be a folder, and its folder must exist or be creatable and be writable (an
+    atomic write creates a temporary file beside the target, then renames it).
+
+    Raises:
+        UserError: one line naming ``path`` and why it cannot be written, and ``fix``.
+    """
+    from hlora_mer.errors import UserError
+
+    path = Path(path).expanduser()
+    problem = "it is a folder, not a file" if path.is_dir() else _dir_problem(path.parent, target=False)
+    if problem is not None:
+        raise UserError(f"cannot write the {what} {path}: {problem}; {fix}")
+    return path

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hlora_mer.files import atomic_open, atomic_write_dir
+
 logger = logging.getLogger(__name__)
 
 CLASSES = ("happiness", "surprise", "disgust", "repression", "others")
@@ -251,7 +253,8 @@ def write_annotation(clips: list[ClipSpec], path: Path) -> None:
     for c in clips:
         sheet.append([c.subject, c.filename, None, c.onset, c.apex, c.offset, None,
                       ACTION_UNITS[c.emotion], c.emotion, OBJECTIVE_CLASS[c.emotion]])
-    book.save(path)
+    with atomic_open(path, "wb") as handle:
+        book.save(handle)
 
 
 def generate(out: str | Path, cfg: SynthConfig = SynthConfig(),
@@ -269,10 +272,12 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(),
         clip_rng = np.random.default_rng([cfg.seed, i])  # each clip is reproducible on its own
         n = clip.offset - clip.onset + 1
         frames = render_clip(base, identities[clip.subject], clip.emotion, n, clip.apex - clip.onset, cfg, clip_rng)
-        folder = out / "Cropped" / f"sub{clip.subject}" / clip.filename
-        folder.mkdir(parents=True, exist_ok=True)
-        for k, frame in enumerate(frames):
-            Image.fromarray(frame).save(folder / f"reg_img{clip.onset + k}.jpg", quality=95)
+
+        def fill(folder: Path, frames: np.ndarray = frames, onset: int = clip.onset) -> None:
+            for k, frame in enumerate(frames):
+                Image.fromarray(frame).save(folder / f"reg_img{onset + k}.jpg", quality=95)
+
+        atomic_write_dir(out / "Cropped" / f"sub{clip.subject}" / clip.filename, fill)  # a clip is whole or absent
         if progress is not None:
             progress(i + 1, len(clips))
     write_annotation(clips, out / ANNOTATION_FILE)

@@ -35,9 +35,10 @@ def demo(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from hlora_mer.cli.train import run_variant
-    from hlora_mer.demo import demo_config, ensure_synthme
+    from hlora_mer.cli.train import check_outputs, run_variant
+    from hlora_mer.demo import demo_config, ensure_synthme, synthme_root
     from hlora_mer.evaluation.report import compare_runs
+    from hlora_mer.files import check_writable_dir
     from hlora_mer.models.backbones import BACKBONES, has_weights
     from hlora_mer.synth import SynthConfig
 
@@ -53,10 +54,18 @@ def demo(args: argparse.Namespace) -> int:
     synth_cfg = SynthConfig(amplitude=args.amplitude, seed=args.seed, subjects=args.subjects,
                             clips_per_class=args.clips_per_class)
     total = synth_cfg.subjects * synth_cfg.clips_per_class * 5
-    with tqdm(total=total, desc="SynthME", unit="clip", disable=args.quiet, delay=1) as bar:  # no bar when cached
-        root = ensure_synthme(workdir, synth_cfg, progress=lambda done, _: bar.update(done - bar.n))
+    root = synthme_root(workdir, synth_cfg)
+    # The settings and every folder the demo writes are checked before SynthME is generated.
     cfg = demo_config([f"data.roots.casme2={root}", f"data.cache_dir={workdir / 'cache'}", *overrides])
     backbone = cfg.model.backbone
+    run_dir = workdir / f"run-{root.name.removeprefix('synthme-')}-{backbone.name.replace('/', '_')}"
+    if args.overrides:  # other settings, another run folder (a run folder resumes only its own settings)
+        digest = hashlib.sha256(" ".join(args.overrides).encode()).hexdigest()[:8]
+        run_dir = run_dir.with_name(f"{run_dir.name}-{digest}")
+    check_writable_dir(workdir, "demo work folder", "choose another folder with --workdir")
+    check_outputs({run_dir: cfg}, "choose another folder with --workdir")
+    with tqdm(total=total, desc="SynthME", unit="clip", disable=args.quiet, delay=1) as bar:  # no bar when cached
+        ensure_synthme(workdir, synth_cfg, progress=lambda done, _: bar.update(done - bar.n))
     spec = BACKBONES.get(backbone.name)
     if not backbone.pretrained:
         weights = "RANDOM-INIT weights, not pretrained"
@@ -66,10 +75,6 @@ def demo(args: argparse.Namespace) -> int:
         weights = "pretrained weights"
     print(f"SynthME: {root} (amplitude {args.amplitude:g} px, seed {args.seed})")
     print(f"backbone: {backbone.name} with {weights}")
-    run_dir = workdir / f"run-{root.name.removeprefix('synthme-')}-{backbone.name.replace('/', '_')}"
-    if args.overrides:  # other settings, another run folder (a run folder resumes only its own settings)
-        digest = hashlib.sha256(" ".join(args.overrides).encode()).hexdigest()[:8]
-        run_dir = run_dir.with_name(f"{run_dir.name}-{digest}")
     metrics = run_variant(cfg, run_dir, args.quiet)
     classes = metrics.get("classes") or []
     chance = 100.0 / len(classes) if classes else float("nan")

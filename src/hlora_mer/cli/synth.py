@@ -26,9 +26,11 @@ def synth(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from hlora_mer.files import check_writable_dir
     from hlora_mer.synth import ANNOTATION_FILE, SynthConfig, generate
 
     cfg = SynthConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SynthConfig)})
+    check_writable_dir(args.out, "SynthME folder", "choose another output folder")
     total = cfg.subjects * cfg.clips_per_class * 5
     with tqdm(total=total, unit="clip", desc="SynthME", disable=args.quiet) as bar:
         clips = generate(args.out, cfg, progress=lambda done, _: bar.update(done - bar.n))

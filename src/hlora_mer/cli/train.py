@@ -89,6 +89,22 @@ class _Bars:
             self.folds.close()
 
 
+def check_outputs(runs: dict[Path, Any], fix: str = "choose another folder with -o") -> None:
+    """Before any work: each run folder, and the caches its config writes, can be created and written.
+
+    Creates nothing; raises UserError naming the first folder that cannot be written and why.
+    """
+    from hlora_mer.files import check_writable_dir
+
+    for run_dir, cfg in runs.items():
+        check_writable_dir(run_dir, "run folder", fix)
+        cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.output_dir) / "cache"
+        check_writable_dir(cache, "cache folder (data.cache_dir)", "set data.cache_dir=FOLDER to a writable folder")
+        if cfg.train.feature_cache_dir:
+            check_writable_dir(cfg.train.feature_cache_dir, "feature cache folder (train.feature_cache_dir)",
+                               "set train.feature_cache_dir=FOLDER to a writable folder, or null")
+
+
 def run_variant(cfg: Any, run_dir: Path, quiet: bool) -> dict[str, Any]:
     """Read and preprocess the data of ``cfg``, run its folds into ``run_dir`` with progress bars."""
     from tqdm import tqdm
@@ -143,16 +159,15 @@ def train(args: argparse.Namespace) -> int:
             print(to_yaml(vcfg))
         return 0
     quiet = bool(getattr(args, "quiet", False))
-    done = []
-    for name, vcfg in variants.items():
-        run_dir = base / name if name else base
+    runs = {base / name if name else base: vcfg for name, vcfg in variants.items()}
+    check_outputs(runs)  # an unwritable folder fails now, not after the preprocessing
+    for run_dir, vcfg in runs.items():
         run_variant(vcfg, run_dir, quiet)
-        done.append(run_dir)
-        if not quiet:
-            print(f"{vcfg.name}: run folder {run_dir}")
-            print(compare_runs([run_dir]))
-    if len(done) > 1 and not quiet:
-        print(compare_runs(done))
+        # The scores and where they are, also with -q: quiet drops progress and info, not the result.
+        print(f"{vcfg.name}: run folder {run_dir}")
+        print(compare_runs([run_dir]))
+    if len(runs) > 1:
+        print(compare_runs(list(runs)))
     return 0
 
 
@@ -169,17 +184,19 @@ def evaluate(args: argparse.Namespace) -> int:
         finalize_run(run)
         if not args.quiet:
             print(f"{run}: metrics.json and report.md rewritten")
-    if not args.quiet:
-        print(compare_runs(args.runs))
+    print(compare_runs(args.runs))  # the scores, also with -q
     return 0
 
 
 def report(args: argparse.Namespace) -> int:
     from hlora_mer.evaluation.report import compare_runs
+    from hlora_mer.files import atomic_write_text, check_writable_file
 
+    if args.output:
+        check_writable_file(args.output, "report file", "choose another file with -o")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     table = compare_runs(args.runs, metrics)
     if args.output:
-        Path(args.output).write_text(table, encoding="utf-8")
+        atomic_write_text(args.output, table)
     sys.stdout.write(table)
     return 0

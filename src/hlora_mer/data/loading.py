@@ -123,6 +123,11 @@ def text(value: Any) -> str | None:
     return out or None
 
 
+def _is_missing(value: Any) -> bool:
+    """An empty cell as pandas gives it back: None, NaN or ``pd.NA``."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
 def parse_frame_value(value: Any, *, zero_is_missing: bool = False) -> int | None:
     """Parse an onset/apex/offset cell.
 
@@ -331,6 +336,8 @@ def build_loaded(
     seen: dict[str, int] = {}
 
     for rec in raw.to_dict("records"):
+        # A loader that rewrites a column (subject canonical forms) gets NaN back for its None cells.
+        rec = {k: None if _is_missing(v) else v for k, v in rec.items()}
         row: dict[str, Any] = {
             "dataset": dataset,
             "subject": f"{dataset}/{rec['subject_raw']}",
@@ -341,14 +348,15 @@ def build_loaded(
             "objective_class": roman(rec.get("objective_class")),
             "action_units": rec.get("action_units"),
         }
-        where = f"row {rec['source_row']}"
+        where = f"row {rec['source_row']}" + (f" of {annotation_path.name}" if annotation_path is not None else "")
 
         def exclude(kind: str, reason: str, row: dict[str, Any] = row, where: str = where) -> None:
             dropped.append({**row, "kind": kind, "reason": f"{where}: {reason}"})
 
         if rec["subject_raw"] is None or rec["clip"] is None:
             row["sample_id"] = f"{dataset}/{rec['subject_raw']}/{rec['clip']}@{rec['source_row']}"
-            exclude("missing_key", "subject or clip name is empty")
+            blank = [name for name, key in (("subject", "subject_raw"), ("clip name", "clip")) if rec[key] is None]
+            exclude("missing_key", f"{' and '.join(blank)} {'are' if len(blank) > 1 else 'is'} blank")
             continue
         row["sample_id"] = sample_id(rec)
 

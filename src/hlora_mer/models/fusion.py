@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hlora_mer.config import FusionConfig
+from hlora_mer.errors import ConfigError
 
 # The official code's pooling window over channels (MaxPool2d kernel (5, T'), stride (2, 1)).
 _STRIDED_WINDOW = 5
@@ -60,7 +61,12 @@ class InterFrameAggregator(nn.Module):
     def __init__(self, dim: int, out_dim: int, num_frames: int, num_neighbors: int) -> None:
         super().__init__()
         self.proj = nn.Linear(dim, out_dim, bias=False)  # W in eq. 8
-        self.num_neighbors = max(1, min(num_neighbors, num_frames - 1))
+        if not 1 <= num_neighbors <= num_frames - 1:
+            raise ConfigError(
+                f"fusion.num_neighbors={num_neighbors} does not fit a clip of {num_frames} frames: each frame has "
+                f"{num_frames - 1} other frames; use 1 <= fusion.num_neighbors <= {num_frames - 1}"
+            )
+        self.num_neighbors = num_neighbors
         self.out_dim = out_dim
 
     def neighbours(self, f: torch.Tensor) -> torch.Tensor:

@@ -183,7 +183,30 @@ def load_labelled_table(cfg: ExperimentConfig) -> tuple[pd.DataFrame, tuple[str,
     all_excluded = pd.concat([e for e in excluded if len(e)], ignore_index=True) if any(len(e) for e in excluded) \
         else pd.DataFrame(columns=["sample_id", "reason"])
     if labelled.empty:
-        raise DatasetError(f"label scheme {scheme.name} keeps no sample of {list(cfg.data.datasets)}")
+
+        def reasons(rows: pd.DataFrame) -> str:
+            """Rows left out, counted by kind (most frequent first), each kind with one example reason."""
+            kinds = rows["kind"].fillna("other").astype(str) if "kind" in rows else pd.Series("other", rows.index)
+            parts = []
+            for kind, count in kinds.value_counts().items():
+                example = rows.loc[kinds == kind, "reason"].dropna().astype(str).head(1).tolist()
+                parts.append(f"{count} {kind}" + (f", e.g. {example[0]}" if example else ""))
+            return "; ".join(parts) or "no reason recorded"
+
+        head = f"label scheme {scheme.name} keeps no sample of {list(cfg.data.datasets)}"
+        if table.empty:
+            left_out = [e for e in excluded[:-1] if len(e)]
+            rows = pd.concat(left_out, ignore_index=True) if left_out else pd.DataFrame(columns=["kind", "reason"])
+            check = " and ".join(f"'hlora-mer data check {n} {cfg.data.roots.get(n)}'" for n in cfg.data.datasets)
+            raise DatasetError(f"{head}: the loader kept 0 of {len(rows)} annotation rows "
+                               f"({reasons(rows) if len(rows) else 'the annotation has no rows'}); see {check}")
+        column = scheme.source_column
+        found = table[column].fillna("(blank)").astype(str).value_counts().to_dict() if column in table else {}
+        raise DatasetError(
+            f"{head}: the scheme leaves out all {len(table)} samples the loader kept ({reasons(dropped)}); "
+            f"{column} values found: {found}; the scheme's classes are {list(scheme.classes)}. Choose a label "
+            "scheme for these datasets with data.label_scheme ('hlora-mer data list' shows them)"
+        )
     return labelled.reset_index(drop=True), tuple(scheme.classes), all_excluded, info
 
 

@@ -120,20 +120,31 @@ def make_folds(table: pd.DataFrame, protocol: str, directions: tuple[str, ...] =
 
 
 def validation_split(table: pd.DataFrame, train_ids: tuple[str, ...], amount: float,
-                     seed: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+                     seed: int, *, fold: str | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Hold out whole subjects from the training ids: ``amount`` is a fraction (< 1) or a count (>= 1).
 
     Returns ``(train_ids, val_ids)``; at least one subject stays in training. ``amount == 0`` returns
-    ``(train_ids, ())``.
+    ``(train_ids, ())``. ``fold`` names the fold in error messages.
+
+    Raises:
+        ConfigError: ``amount`` is a count that leaves no training subject.
+        DatasetError: fewer than two training subjects.
     """
     if amount <= 0:
         return tuple(train_ids), ()
     rows = table.set_index("sample_id").loc[list(train_ids)]
     subjects = sorted(rows["subject"].astype(str).unique())
+    where = f"fold {fold}" if fold else "this fold"
     if len(subjects) < 2:
-        raise DatasetError("a validation split needs at least two training subjects")
+        raise DatasetError(f"a validation split needs at least two training subjects; {where} has {len(subjects)}")
+    if amount >= 1 and int(amount) > len(subjects) - 1:
+        raise ConfigError(
+            f"train.val_subjects={int(amount)} asks for {int(amount)} validation subjects, but {where} trains on "
+            f"{len(subjects)} subjects and at least one must stay in training, so at most {len(subjects) - 1} "
+            f"are available; set train.val_subjects to at most {len(subjects) - 1}, or to a fraction such as 0.2"
+        )
     count = int(round(amount * len(subjects))) if amount < 1 else int(amount)
-    count = min(max(count, 1), len(subjects) - 1)
+    count = min(max(count, 1), len(subjects) - 1)  # a fraction rounds to at least one, at most all but one
     rng = np.random.default_rng(seed)
     held = set(rng.choice(subjects, size=count, replace=False).tolist())
     subj = rows["subject"].astype(str).to_numpy()

@@ -56,6 +56,12 @@ def read_megc_csv(path: Path) -> list[dict[str, Any]]:
             if len(cells) < 4:
                 raise DatasetError(f"megc2019: {path.name} line {line_no}: expected 4 columns, found {cells}")
             dataset, subject, clip, label = cells[:4]
+            blank = [name for name, value in (("subject", subject), ("clip", clip)) if not value]
+            if blank:
+                raise DatasetError(
+                    f"megc2019: {path.name} line {line_no}: {' and '.join(blank)} {'are' if len(blank) > 1 else 'is'} "
+                    "blank; every row names the dataset, subject, clip and label (is this the right file?)"
+                )
             if label not in ("0", "1", "2"):
                 raise DatasetError(f"megc2019: {path.name} line {line_no}: label {label!r} is not 0, 1 or 2")
             if dataset == "casme2":
