@@ -92,3 +92,18 @@ def test_preprocessing_and_the_data_loaders_see_the_same_pixels(tmp_path, scale:
     assert expected.max() > 0
     assert np.array_equal(clip, expected)
 
+
+
+def test_an_unreadable_frame_is_named_by_its_file_not_by_a_stream(tmp_path) -> None:
+    from hlora_mer.errors import DatasetError
+
+    bad = tmp_path / "img1.jpg"
+    bad.write_bytes(b"this is not a picture")
+    with pytest.raises(DatasetError) as err:
+        read_frame_and_hash(bad)
+    assert str(bad) in str(err.value) and "BytesIO" not in str(err.value)
+    # the reason preprocessing records (and the run's excluded.csv shows) names the file too
+    table = make_table([table_row("toy/01/a", [bad, bad], [1, 2])])
+    report = preprocess_table(table, tmp_path / "out", PreprocessParams(num_frames=2, size=28, detector="none"))
+    reason = report.failed["toy/01/a"]
+    assert str(bad) in reason and "BytesIO" not in reason

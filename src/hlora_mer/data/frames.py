@@ -87,8 +87,10 @@ def decode_frame(data: bytes, path: str | Path = "<bytes>") -> np.ndarray:
             image.load()
             return _to_rgb(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        # PIL names the stream it read (``<_io.BytesIO object at 0x...>``), not the file: say it ourselves.
+        why = "no known image format" if isinstance(err, UnidentifiedImageError) else f"{type(err).__name__}: {err}"
         raise DatasetError(
-            f"cannot read image {path} ({type(err).__name__}: {err}); the file is damaged or not an image. "
+            f"cannot read image {path} ({why}); the file is damaged or not an image. "
             "Replace it from the original download, or exclude the clip."
         ) from err
 
