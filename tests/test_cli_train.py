@@ -110,3 +110,13 @@ def test_overrides_may_follow_the_options(capsys):
     assert main(["train", "-c", str(config), "--dry-run", "train.steps=7", "eval.seeds=[3]"]) == 0
     out = capsys.readouterr().out
     assert "steps: 7" in out and "- 3" in out
+
+
+def test_too_many_validation_subjects_fail_before_preprocessing(synth_root, tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    argv = ["-q", "train", "-c", str(CONFIGS / "table3_casme2_5cls.yaml"), f"data.roots.casme2={synth_root}",
+            *TINY, "train.val_subjects=5", "-o", str(run)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "train.val_subjects=5" in err and "fold casme2/01" in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists() and not run.exists()  # no clip aligned, no run folder made

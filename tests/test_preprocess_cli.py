@@ -91,3 +91,14 @@ def test_help_lists_the_options(capsys) -> None:
     for option in ("--dataset", "--root", "--annotation", "--version", "--out", "--frames", "--size", "--detector",
                    "--margin", "--sampling", "--workers"):
         assert option in text
+
+
+def test_an_output_under_a_file_is_one_line_and_creates_nothing(fake_dataset, tmp_path, capsys) -> None:
+    root, _ = fake_dataset
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    argv = ["preprocess", "--dataset", "casme2", "--root", str(root), "--out", str(blocker / "cache")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(blocker) in err and "--out" in err
+    assert blocker.read_text() == "x"

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the dataset table, preprocess it, print a summary. Returns 1 when every clip failed."""
     from tqdm import tqdm
 
+    from hlora_mer.files import check_writable_dir
     from hlora_mer.preprocess.run import PreprocessParams, preprocess_table
 
     try:
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from err
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
+    check_writable_dir(args.out, "preprocessing cache folder", "choose another folder with --out")
 
     loaded = load_dataset(args.dataset, args.root, annotation=args.annotation, version=args.version)
     table = loaded.table

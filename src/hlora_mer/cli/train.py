@@ -112,7 +112,7 @@ def run_variant(cfg: Any, run_dir: Path, quiet: bool) -> dict[str, Any]:
 
     from hlora_mer.models.backbones import resolve_spec
     from hlora_mer.training.data import build_source
-    from hlora_mer.training.runner import RunCallbacks, run_experiment
+    from hlora_mer.training.runner import RunCallbacks, plan_fold_runs, run_experiment
 
     resolve_spec(cfg.model.backbone.name)  # an unknown backbone fails before any data is read
     pbar: list[Any] = []  # created once the number of clips is known, i.e. after the data was read
@@ -121,6 +121,7 @@ def run_variant(cfg: Any, run_dir: Path, quiet: bool) -> dict[str, Any]:
             cfg,
             on_plan=lambda n: pbar.append(tqdm(total=n, desc=f"{cfg.name}: preprocess", unit="clip", disable=quiet)),
             progress=lambda _result: pbar[0].update(1),
+            check=lambda table: plan_fold_runs(cfg, table),  # an impossible protocol fails before preprocessing
         )
     finally:
         for bar in pbar:

@@ -7,7 +7,7 @@ torch ``Dataset`` of dict samples (``clip`` (T, 3, H, W) normalised, ``label``, 
 
 - :class:`TensorSource`: clips already in memory (tests, notebooks);
 - :class:`CacheSource`: the aligned-clip cache of ``hlora-mer preprocess``
-  (``hlora_mer.data.clip_dataset.AlignedClipDataset``).
+  (``hlora_mer.training.clip_dataset.AlignedClipDataset``).
 
 :func:`build_source` is the glue: ``data.datasets`` -> ``hlora_mer.data.load_dataset`` -> label scheme ->
 ``hlora_mer.preprocess.run.preprocess_table`` (only clips missing from the cache run) -> ``CacheSource``.
@@ -215,6 +215,7 @@ def build_source(
     *,
     progress: Callable[[Any], None] | None = None,
     on_plan: Callable[[int], None] | None = None,
+    check: Callable[[pd.DataFrame], None] | None = None,
 ) -> tuple[CacheSource, pd.DataFrame]:
     """The data of an experiment, preprocessed into the cache: ``(source, excluded rows)``.
 
@@ -225,6 +226,8 @@ def build_source(
         cfg: the experiment (``data`` section, plus ``model.num_frames`` / ``model.image_size``).
         progress: called once per clip by the preprocessing (done, skipped or failed).
         on_plan: called with the number of clips before preprocessing starts (for a progress bar).
+        check: called with the labelled table before preprocessing starts (e.g. to make the folds), so that
+            a protocol that cannot be run fails before any clip is aligned.
     """
     from hlora_mer.preprocess.run import PreprocessParams, preprocess_table
 
@@ -232,6 +235,8 @@ def build_source(
     params = PreprocessParams(num_frames=cfg.model.num_frames, size=cfg.model.image_size, detector=cfg.data.detector,
                               margin=cfg.data.margin, sampling=cfg.data.sampling)  # type: ignore[arg-type]
     cache_root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.output_dir) / "cache"
+    if check is not None:
+        check(table)
     if on_plan is not None:
         on_plan(len(table))
     report = preprocess_table(table, cache_root, params, workers=cfg.data.preprocess_workers, progress=progress)

@@ -164,19 +164,46 @@ def _predictions_frame(pred: Predictions, source: DataSource, fold: Fold, seed: 
     return frame
 
 
-def run_fold(cfg: ExperimentConfig, source: DataSource, fold: Fold, seed: int, run_dir: Path, *,
+@dataclass(frozen=True)
+class FoldRun:
+    """One fold for one seed, with the training ids left after its validation split."""
+
+    seed: int
+    fold: Fold
+    train_ids: tuple[str, ...]
+    val_ids: tuple[str, ...]
+
+
+def plan_fold_runs(cfg: ExperimentConfig, table: pd.DataFrame) -> list[FoldRun]:
+    """Every (seed, fold) of ``cfg`` on the labelled ``table``, validation splits drawn.
+
+    Cheap, and called before any work so that a protocol or split that cannot be made fails at once.
+
+    Raises:
+        ConfigError: e.g. more validation subjects asked for than a fold trains on.
+    """
+    folds = make_folds(table, cfg.eval.protocol, cfg.eval.directions, cfg.eval.folds)
+    runs = []
+    for seed in cfg.eval.seeds:
+        for fold in folds:
+            train_ids, val_ids = validation_split(table, fold.train_ids, cfg.train.val_subjects,
+                                                  derive_seed(seed, fold.index, 1), fold=fold.name)
+            runs.append(FoldRun(seed, fold, train_ids, val_ids))
+    return runs
+
+
+def run_fold(cfg: ExperimentConfig, source: DataSource, job: FoldRun, run_dir: Path, *,
              samples: pd.DataFrame | None = None, model_factory: ModelFactory = default_model_factory,
              callbacks: RunCallbacks | None = None) -> dict:
     """Train and evaluate one fold for one seed; write its files; return its result record."""
     from hlora_mer.evaluation.metrics import scores
 
     cb = callbacks or RunCallbacks()
+    fold, seed, train_ids, val_ids = job.fold, job.seed, job.train_ids, job.val_ids
     fold_seed = derive_seed(seed, fold.index)
     out = rf.fold_dir(run_dir, seed, fold)
     if samples is None:
         samples = rf.parse_samples(rf.samples_text(sample_records(source)))
-    train_ids, val_ids = validation_split(source.table, fold.train_ids, cfg.train.val_subjects,
-                                          derive_seed(seed, fold.index, 1))
     seed_everything(fold_seed)  # the fresh model's random init (LoRA A, fusion, head) is part of the seed
     model = model_factory(cfg)
     device = resolve_device(cfg.train.device)
@@ -268,16 +295,17 @@ def run_experiment(
 
     run_dir = Path(run_dir)
     cfg = resolve_config(cfg, tuple(source.classes))
-    folds = make_folds(source.table, cfg.eval.protocol, cfg.eval.directions, cfg.eval.folds)
+    jobs = plan_fold_runs(cfg, source.table)
+    folds = list({job.fold.name: job.fold for job in jobs}.values())
     samples = prepare_run_dir(run_dir, cfg, source, folds, excluded)
     cb = callbacks or RunCallbacks()
-    jobs = [(seed, fold) for seed in cfg.eval.seeds for fold in folds]
-    finished = {(s, f.name) for s, f in jobs if rf.is_finished(run_dir, s, f)}
+    finished = {(job.seed, job.fold.name) for job in jobs if rf.is_finished(run_dir, job.seed, job.fold)}
     if len(finished) < len(jobs):
         source = with_feature_cache(cfg, source, model_factory)
     if cb.on_start:
         cb.on_start(len(jobs), len(finished))
-    for seed, fold in jobs:
+    for job in jobs:
+        fold, seed = job.fold, job.seed
         if (seed, fold.name) in finished:
             logger.debug("fold %s seed %d already finished; skipped", fold.name, seed)
             if cb.on_fold_end:
@@ -285,7 +313,7 @@ def run_experiment(
             continue
         if cb.on_fold_start:
             cb.on_fold_start(fold.name, seed, cfg.train.steps)
-        run_fold(cfg, source, fold, seed, run_dir, samples=samples, model_factory=model_factory, callbacks=cb)
+        run_fold(cfg, source, job, run_dir, samples=samples, model_factory=model_factory, callbacks=cb)
         if cb.on_fold_end:
             cb.on_fold_end(fold.name, seed, False)
     return finalize_run(run_dir)
