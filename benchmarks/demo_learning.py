@@ -46,8 +46,9 @@ def main() -> None:
     for amplitude in args.amplitudes:
         started = time.time()
         backbone = ["--backbone", args.backbone] if args.backbone else []
-        code = cli(["-q", "demo", "--workdir", str(args.workdir), "--amplitude", f"{amplitude:g}", *backbone,
-                    *args.overrides])
+        code = cli(
+            ["-q", "demo", "--workdir", str(args.workdir), "--amplitude", f"{amplitude:g}", *backbone, *args.overrides]
+        )
         if code != 0:
             raise SystemExit(f"the demo failed at amplitude {amplitude:g} (exit {code})")
         seconds = time.time() - started
@@ -55,17 +56,21 @@ def main() -> None:
         metrics = json.loads((run / "metrics.json").read_text())
         per_seed = metrics["pooled"]["per_seed"]["0"]
         ci = metrics.get("ci") or {}
-        results.append({
-            "amplitude_px": amplitude,
-            "run": str(run),
-            "samples": per_seed["n"],
-            "chance": 1 / len(metrics["classes"]),
-            **{k: per_seed[k] for k in ("acc", "uf1", "uar")},
-            "ci": {k: [ci[k]["low"], ci[k]["high"]] for k in ("acc", "uf1", "uar") if k in ci},
-            "seconds": round(seconds, 1),
-        })
-        print(f"amplitude {amplitude:g} px: UF1 {100 * per_seed['uf1']:.1f} %, ACC {100 * per_seed['acc']:.1f} %, "
-              f"UAR {100 * per_seed['uar']:.1f} % (chance {100 / len(metrics['classes']):.0f} %) in {seconds:.0f} s")
+        results.append(
+            {
+                "amplitude_px": amplitude,
+                "run": str(run),
+                "samples": per_seed["n"],
+                "chance": 1 / len(metrics["classes"]),
+                **{k: per_seed[k] for k in ("acc", "uf1", "uar")},
+                "ci": {k: [ci[k]["low"], ci[k]["high"]] for k in ("acc", "uf1", "uar") if k in ci},
+                "seconds": round(seconds, 1),
+            }
+        )
+        print(
+            f"amplitude {amplitude:g} px: UF1 {100 * per_seed['uf1']:.1f} %, ACC {100 * per_seed['acc']:.1f} %, "
+            f"UAR {100 * per_seed['uar']:.1f} % (chance {100 / len(metrics['classes']):.0f} %) in {seconds:.0f} s"
+        )
 
     record = {
         "benchmark": "demo_learning",

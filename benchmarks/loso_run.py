@@ -59,8 +59,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "loso_run.json")
     args = parser.parse_args()
     classes = ("a", "b", "c")
-    rows = [{"sample_id": f"s/{s:02d}/c{k}", "subject": f"s/{s:02d}", "dataset": "s", "label": classes[k % 3],
-             "label_index": k % 3} for s in range(args.subjects) for k in range(args.per_subject)]
+    rows = [
+        {
+            "sample_id": f"s/{s:02d}/c{k}",
+            "subject": f"s/{s:02d}",
+            "dataset": "s",
+            "label": classes[k % 3],
+            "label_index": k % 3,
+        }
+        for s in range(args.subjects)
+        for k in range(args.per_subject)
+    ]
     table = pd.DataFrame(rows)
     clips = torch.randn(len(table), 8, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     timer = _FillTimer()
@@ -70,16 +79,28 @@ def main() -> None:
     probs: dict[str, pd.DataFrame] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, on in (("uncached", False), ("cached", True)):
-            cfg = from_dict(ExperimentConfig, {
-                "name": f"loso_{name}",
-                "data": {"datasets": ["s"], "detector": "none"},
-                "model": {"backbone": {"name": args.backbone, "pretrained": False}, "image_size": args.size,
-                          "num_classes": 3, "lora": {"last_n_blocks": args.last_n}},
-                "train": {"steps": args.steps, "batch_size": args.batch, "device": args.device,
-                          "save_checkpoints": False, "feature_cache": on,
-                          "feature_cache_dir": str(Path(tmp) / "features")},
-                "eval": {"bootstrap": 0, "seeds": [0]},
-            })
+            cfg = from_dict(
+                ExperimentConfig,
+                {
+                    "name": f"loso_{name}",
+                    "data": {"datasets": ["s"], "detector": "none"},
+                    "model": {
+                        "backbone": {"name": args.backbone, "pretrained": False},
+                        "image_size": args.size,
+                        "num_classes": 3,
+                        "lora": {"last_n_blocks": args.last_n},
+                    },
+                    "train": {
+                        "steps": args.steps,
+                        "batch_size": args.batch,
+                        "device": args.device,
+                        "save_checkpoints": False,
+                        "feature_cache": on,
+                        "feature_cache_dir": str(Path(tmp) / "features"),
+                    },
+                    "eval": {"bootstrap": 0, "seeds": [0]},
+                },
+            )
             source = TensorSource(table, clips, classes, flip_prob=0.5)
             start = time.perf_counter()
             run_experiment(cfg, Path(tmp) / name, source)
@@ -88,12 +109,24 @@ def main() -> None:
     fill = (timer.end - timer.start) if timer.start and timer.end else None
     result = {
         "benchmark": "loso_run",
-        "config": {"backbone": args.backbone, "last_n_blocks": args.last_n, "subjects": args.subjects,
-                   "clips": len(table), "image_size": args.size, "steps_per_fold": args.steps, "batch": args.batch,
-                   "folds": args.subjects, "cache_dtype": "fp16"},
-        "machine": {"device": str(torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")),
-                    "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "platform": platform.platform()},
+        "config": {
+            "backbone": args.backbone,
+            "last_n_blocks": args.last_n,
+            "subjects": args.subjects,
+            "clips": len(table),
+            "image_size": args.size,
+            "steps_per_fold": args.steps,
+            "batch": args.batch,
+            "folds": args.subjects,
+            "cache_dtype": "fp16",
+        },
+        "machine": {
+            "device": str(torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")),
+            "logical_cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+        },
         "wall_s": {k: round(v, 2) for k, v in wall.items()},
         "cache_fill_s": round(fill, 2) if fill else None,
         "speedup_incl_fill": round(wall["uncached"] / wall["cached"], 3),
@@ -102,8 +135,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    print(f"\nLOSO ({args.subjects} folds x {args.steps} steps): uncached {wall['uncached']:.1f} s, cached "
-          f"{wall['cached']:.1f} s incl. {result['cache_fill_s']} s fill: {result['speedup_incl_fill']:.2f}x")
+    print(
+        f"\nLOSO ({args.subjects} folds x {args.steps} steps): uncached {wall['uncached']:.1f} s, cached "
+        f"{wall['cached']:.1f} s incl. {result['cache_fill_s']} s fill: {result['speedup_incl_fill']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

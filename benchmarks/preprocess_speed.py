@@ -27,10 +27,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from _machine import cpu_name  # noqa: E402
+
 from align_fixtures import make_clip, make_table, similarity, table_row  # noqa: E402
-
 from hlora_mer.preprocess.run import PreprocessParams, preprocess_table  # noqa: E402
-
 
 
 def build_dataset(root: Path, n_clips: int, frames_per_clip: int, n_bases: int, seed: int) -> list[dict]:
@@ -71,7 +70,7 @@ def profile_stages(rows: list[dict], params: PreprocessParams, n: int = 5) -> di
     totals = {"read_decode_s": 0.0, "detect_s": 0.0, "warp_s": 0.0}
     for row in rows[:n]:
         numbers = select_frames(row["frame_numbers"], row["onset"], row["offset"], params.num_frames)
-        by_number = dict(zip(row["frame_numbers"], row["frame_paths"]))
+        by_number = dict(zip(row["frame_numbers"], row["frame_paths"], strict=True))
         t0 = time.perf_counter()
         frames = [read_frame(by_number[k]) for k in numbers]
         t1 = time.perf_counter()
@@ -88,8 +87,9 @@ def profile_stages(rows: list[dict], params: PreprocessParams, n: int = 5) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=250)
-    parser.add_argument("--frames-per-clip", type=int, default=60,
-                        help="frames in each clip folder (CASME II: about 24 to 140)")
+    parser.add_argument(
+        "--frames-per-clip", type=int, default=60, help="frames in each clip folder (CASME II: about 24 to 140)"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--bases", type=int, default=10, help="distinct warped faces reused across clips")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "preprocess_speed.json")
@@ -114,11 +114,21 @@ def main() -> None:
 
     frames = len(report.done) * params.num_frames
     result = {
-        "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "setup": {"clips": args.clips, "frames_per_clip": args.frames_per_clip, "frame_size": "640x480 JPEG",
-                  "t": params.num_frames, "output": f"{params.size}x{params.size}", "detector": params.detector,
-                  "workers": args.workers},
+        "machine": {
+            "cpu": cpu_name(),
+            "logical_cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "setup": {
+            "clips": args.clips,
+            "frames_per_clip": args.frames_per_clip,
+            "frame_size": "640x480 JPEG",
+            "t": params.num_frames,
+            "output": f"{params.size}x{params.size}",
+            "detector": params.detector,
+            "workers": args.workers,
+        },
         "wall_s": round(wall, 2),
         "clips_per_s": round(len(report.done) / wall, 2),
         "aligned_frames_per_s": round(frames / wall, 1),
@@ -129,9 +139,11 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    print(f"\n{result['aligned_frames_per_s']} aligned frames/s ({result['clips_per_s']} clips/s): "
-          f"{args.clips} clips in {wall:.1f} s with {args.workers} workers on {result['machine']['cpu']} "
-          f"({os.cpu_count()} logical CPUs); re-run with everything cached: {cached_wall:.2f} s")
+    print(
+        f"\n{result['aligned_frames_per_s']} aligned frames/s ({result['clips_per_s']} clips/s): "
+        f"{args.clips} clips in {wall:.1f} s with {args.workers} workers on {result['machine']['cpu']} "
+        f"({os.cpu_count()} logical CPUs); re-run with everything cached: {cached_wall:.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,9 @@ def apex_minus_onset(table, size: int) -> np.ndarray:
     """``(N, size * size)``: each clip's grey apex frame minus its onset frame."""
     rows = []
     for frame_numbers, frame_paths, onset, apex in table[["frame_numbers", "frame_paths", "onset", "apex"]].itertuples(
-            index=False):
-        index = {n: p for n, p in zip(frame_numbers, frame_paths)}
+        index=False
+    ):
+        index = {n: p for n, p in zip(frame_numbers, frame_paths, strict=True)}
         rows.append((_grey(index[apex], size) - _grey(index[onset], size)).ravel())
     return np.stack(rows)
 
@@ -78,16 +79,34 @@ def main() -> None:
         if len(excluded):
             raise SystemExit(f"{len(excluded)} SynthME clips have no {scheme.name} label; regenerate {root}")
         labels = table["label_index"].to_numpy()
-        result = loso_probe(apex_minus_onset(table, args.size), labels, table["subject"].to_numpy(),
-                            scheme.num_classes)
-        results.append({"amplitude_px": amplitude, "clips": len(table), **result,
-                        "seconds": round(time.perf_counter() - started, 1)})
-        print(f"amplitude {amplitude:g} px: probe UF1 {100 * result['uf1']:.1f} %, UAR {100 * result['uar']:.1f} %, "
-              f"ACC {100 * result['acc']:.1f} % on {len(table)} clips (chance {100 / scheme.num_classes:.0f} %)")
+        result = loso_probe(apex_minus_onset(table, args.size), labels, table["subject"].to_numpy(), scheme.num_classes)
+        results.append(
+            {
+                "amplitude_px": amplitude,
+                "clips": len(table),
+                **result,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+        print(
+            f"amplitude {amplitude:g} px: probe UF1 {100 * result['uf1']:.1f} %, UAR {100 * result['uar']:.1f} %, "
+            f"ACC {100 * result['acc']:.1f} % on {len(table)} clips (chance {100 / scheme.num_classes:.0f} %)"
+        )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"benchmark": "synthme_probe", "seed": args.seed, "size": args.size,
-                                    "machine": machine_info(), "results": results}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "benchmark": "synthme_probe",
+                "seed": args.seed,
+                "size": args.size,
+                "machine": machine_info(),
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {args.out}")
 
 

@@ -38,10 +38,15 @@ from _machine import cpu_name
 from hlora_mer.config import ExperimentConfig, from_dict
 from hlora_mer.models.mer_model import build_model
 from hlora_mer.training.data import TensorSource
-from hlora_mer.training.engine import (_autocast, build_optimizer, collate, forward_batch, resolve_device,
-                                       seed_everything)
+from hlora_mer.training.engine import (
+    _autocast,
+    build_optimizer,
+    collate,
+    forward_batch,
+    resolve_device,
+    seed_everything,
+)
 from hlora_mer.training.feature_cache import prepare_cached_source
-
 
 
 def _sync(device: torch.device) -> None:
@@ -65,18 +70,33 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     frames = 8
-    cfg = from_dict(ExperimentConfig, {
-        "name": "train_step_benchmark",
-        "data": {"datasets": ["bench"], "detector": "none"},
-        "model": {"backbone": {"name": args.backbone, "pretrained": False}, "image_size": args.size,
-                  "num_frames": frames, "num_classes": 3, "lora": {"last_n_blocks": args.last_n}},
-        "train": {"batch_size": args.batch, "device": str(device), "precision": args.precision},
-    })
+    cfg = from_dict(
+        ExperimentConfig,
+        {
+            "name": "train_step_benchmark",
+            "data": {"datasets": ["bench"], "detector": "none"},
+            "model": {
+                "backbone": {"name": args.backbone, "pretrained": False},
+                "image_size": args.size,
+                "num_frames": frames,
+                "num_classes": 3,
+                "lora": {"last_n_blocks": args.last_n},
+            },
+            "train": {"batch_size": args.batch, "device": str(device), "precision": args.precision},
+        },
+    )
     seed_everything(0)
     model = build_model(cfg.model).to(device)
     depth = model.backbone.depth
-    table = pd.DataFrame({"sample_id": [f"b/{i}" for i in range(args.batch)], "subject": "b/1", "dataset": "bench",
-                          "label": "x", "label_index": [i % 3 for i in range(args.batch)]})
+    table = pd.DataFrame(
+        {
+            "sample_id": [f"b/{i}" for i in range(args.batch)],
+            "subject": "b/1",
+            "dataset": "bench",
+            "label": "x",
+            "label_index": [i % 3 for i in range(args.batch)],
+        }
+    )
     clips = torch.randn(args.batch, frames, 3, args.size, args.size)
     source = TensorSource(table, clips, ("a", "b", "c"), flip_prob=0.5)
     ids = list(table["sample_id"])
@@ -117,8 +137,10 @@ def main() -> None:
         latency: dict[str, list[float]] = {"model_per_clip": [], "backbone_forward_per_clip": []}
         with torch.no_grad(), _autocast(device, args.precision):
             for i in range(2 + args.steps):
-                for name, fn in (("model_per_clip", lambda: model(one)),
-                                 ("backbone_forward_per_clip", lambda: model.backbone(one.flatten(0, 1)))):
+                for name, fn in (
+                    ("model_per_clip", lambda: model(one)),
+                    ("backbone_forward_per_clip", lambda: model.backbone(one.flatten(0, 1))),
+                ):
                     _sync(device)
                     start = time.perf_counter()
                     fn()
@@ -131,12 +153,27 @@ def main() -> None:
     theory = (depth + 2 * args.last_n) / (3 * args.last_n)
     result = {
         "benchmark": "train_step",
-        "config": {"backbone": args.backbone, "depth": depth, "last_n_blocks": args.last_n, "batch_clips": args.batch,
-                   "frames_per_clip": frames, "image_size": args.size, "precision": args.precision,
-                   "cache_dtype": cfg.train.feature_cache_dtype, "timed_steps": args.steps},
-        "machine": {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                    "cpu": cpu_name(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()},
+        "config": {
+            "backbone": args.backbone,
+            "depth": depth,
+            "last_n_blocks": args.last_n,
+            "batch_clips": args.batch,
+            "frames_per_clip": frames,
+            "image_size": args.size,
+            "precision": args.precision,
+            "cache_dtype": cfg.train.feature_cache_dtype,
+            "timed_steps": args.steps,
+        },
+        "machine": {
+            "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "cpu": cpu_name(),
+            "logical_cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "cache_fill_s": round(fill_s, 3),
         "cache_bytes": report.bytes,
         "step_s_median": {k: round(v, 4) for k, v in med.items()},
@@ -151,9 +188,11 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    print(f"\nuncached {clips_per_s['uncached']:.2f} clips/s, cached {clips_per_s['cached']:.2f} clips/s: "
-          f"{ratio:.2f}x (theory (N + 2 N_l) / (3 N_l) = {theory:.2f}x, {100 * ratio / theory:.0f} % of it) "
-          f"on {result['machine']['gpu'] or result['machine']['cpu']}")
+    print(
+        f"\nuncached {clips_per_s['uncached']:.2f} clips/s, cached {clips_per_s['cached']:.2f} clips/s: "
+        f"{ratio:.2f}x (theory (N + 2 N_l) / (3 N_l) = {theory:.2f}x, {100 * ratio / theory:.0f} % of it) "
+        f"on {result['machine']['gpu'] or result['machine']['cpu']}"
+    )
 
 
 if __name__ == "__main__":

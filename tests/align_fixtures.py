@@ -142,8 +142,11 @@ class FixedDetector:
 
     name = "fixed"
 
-    def __init__(self, eyes: Sequence[Sequence[float]] = ((280, 200), (360, 200)),
-                 mouth: Sequence[Sequence[float]] = ((290, 290), (350, 290))) -> None:
+    def __init__(
+        self,
+        eyes: Sequence[Sequence[float]] = ((280, 200), (360, 200)),
+        mouth: Sequence[Sequence[float]] = ((290, 290), (350, 290)),
+    ) -> None:
         self.eyes = np.asarray(eyes, dtype=np.float64)
         self.mouth = np.asarray(mouth, dtype=np.float64)
         self.calls = 0

@@ -30,8 +30,10 @@ def annotations_dir() -> Path:
     """The real annotation files (public data, not redistributed here), via HLORA_MER_ANNOTATIONS."""
     value = os.environ.get("HLORA_MER_ANNOTATIONS")
     if not value:
-        pytest.skip("HLORA_MER_ANNOTATIONS is unset: point it at the folder of real annotation files "
-                    "(CI uses ../shared/annotations)")
+        pytest.skip(
+            "HLORA_MER_ANNOTATIONS is unset: point it at the folder of real annotation files "
+            "(CI uses ../shared/annotations)"
+        )
     path = Path(value)
     if not path.is_dir():
         pytest.fail(f"HLORA_MER_ANNOTATIONS={value} is not a directory")

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+
 from align_fixtures import (
     BLOB_START,
     astronaut_eyes,
@@ -18,7 +19,6 @@ from align_fixtures import (
     table_row,
     write_frames,
 )
-
 from hlora_mer.preprocess.align import SimilarityTransform, estimate_alignment, fit_transform, warp_frame
 from hlora_mer.preprocess.landmarks import FaceLandmarks
 
@@ -147,7 +147,7 @@ def test_one_transform_per_clip_and_motion_survives(aligned_astronauts) -> None:
         clip = np.load(report.cache_dir / entry["file"])
         assert clip.shape == (4, 224, 224, 3) and clip.dtype == np.uint8
         expected = [_true_points_in_output(name, manifest, BLOB_START + k * MOTION) for k in range(4)]
-        measured = [blob_position(frame, e) for frame, e in zip(clip, expected)]
+        measured = [blob_position(frame, e) for frame, e in zip(clip, expected, strict=True)]
         for k in range(1, 4):
             # The displacement between frames is the true motion, to a fraction of a pixel.
             np.testing.assert_allclose(measured[k] - measured[0], expected[k] - expected[0], atol=0.15)
@@ -180,8 +180,9 @@ def test_retries_upsampled_then_later_frames(tmp_path) -> None:
         table_row("astro/01/small", write_frames(tmp_path / "small", small)),
         table_row("astro/01/late", write_frames(tmp_path / "late", grey_first, first_number=10)),
     ]
-    report = preprocess_table(make_table(rows), tmp_path / "cache", PreprocessParams(num_frames=3),
-                              detector=dlib_detector())
+    report = preprocess_table(
+        make_table(rows), tmp_path / "cache", PreprocessParams(num_frames=3), detector=dlib_detector()
+    )
     assert report.done == ["astro/01/small", "astro/01/late"], report.failed
     clips = json.loads(report.manifest_path.read_text())["clips"]
     assert clips["astro/01/small"]["upsample"] == 1

@@ -12,8 +12,14 @@ from hlora_mer.errors import UserError
 from hlora_mer.files import check_writable_dir, check_writable_file
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TINY = ["model.backbone.name=test_vit_reg", "model.backbone.pretrained=false", "model.image_size=28",
-        "train.steps=2", "train.device=cpu", "data.detector=none"]
+TINY = [
+    "model.backbone.name=test_vit_reg",
+    "model.backbone.pretrained=false",
+    "model.image_size=28",
+    "train.steps=2",
+    "train.device=cpu",
+    "data.detector=none",
+]
 
 
 def _tree(folder: Path) -> list[str]:
@@ -58,8 +64,10 @@ def test_check_writable_dir_under_a_file_names_the_file(tmp_path) -> None:
     blocker = _a_file(tmp_path)
     with pytest.raises(UserError) as err:
         check_writable_dir(blocker / "run" / "x", "run folder", "choose another folder with -o")
-    assert str(err.value) == (f"cannot write the run folder {blocker / 'run' / 'x'}: {blocker} is a file, "
-                              "not a folder; choose another folder with -o")
+    assert str(err.value) == (
+        f"cannot write the run folder {blocker / 'run' / 'x'}: {blocker} is a file, "
+        "not a folder; choose another folder with -o"
+    )
     with pytest.raises(UserError, match=r"notes\.txt: it is a file, not a folder"):
         check_writable_dir(blocker, "run folder")
     assert _tree(tmp_path) == ["notes.txt"]
@@ -71,8 +79,10 @@ def test_check_writable_dir_reports_a_folder_without_write_permission(tmp_path, 
     _deny_writes_under(monkeypatch, locked)
     with pytest.raises(UserError) as err:
         check_writable_dir(locked / "run", "run folder", "choose another folder with -o")
-    assert str(err.value) == (f"cannot write the run folder {locked / 'run'}: {locked} is not writable "
-                              "(Permission denied); choose another folder with -o")
+    assert str(err.value) == (
+        f"cannot write the run folder {locked / 'run'}: {locked} is not writable "
+        "(Permission denied); choose another folder with -o"
+    )
     assert _tree(locked) == []
 
 
@@ -94,8 +104,9 @@ def test_check_writable_file(tmp_path, monkeypatch) -> None:
 
 def _train(tmp_path: Path, *args: str) -> int:
     # The data root does not exist: a folder check that came after reading the data would fail differently.
-    return main(["train", "-c", str(CONFIGS / "debug_tiny.yaml"), f"data.roots.casme2={tmp_path / 'no-data'}",
-                 *TINY, *args])
+    return main(
+        ["train", "-c", str(CONFIGS / "debug_tiny.yaml"), f"data.roots.casme2={tmp_path / 'no-data'}", *TINY, *args]
+    )
 
 
 def test_train_run_folder_under_a_file(tmp_path, capsys) -> None:
@@ -109,8 +120,7 @@ def test_train_run_folder_under_a_file(tmp_path, capsys) -> None:
 def test_train_output_that_is_an_existing_file(tmp_path, capsys) -> None:
     blocker = _a_file(tmp_path)
     assert _train(tmp_path, "-o", str(blocker)) == 2
-    assert f"run folder {blocker}: it is a file, not a folder; choose another folder with -o" in _one_line_error(
-        capsys)
+    assert f"run folder {blocker}: it is a file, not a folder; choose another folder with -o" in _one_line_error(capsys)
     assert _tree(tmp_path) == ["notes.txt"]
 
 

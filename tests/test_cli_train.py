@@ -10,8 +10,16 @@ import pytest
 from hlora_mer.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TINY = ["model.backbone.name=test_vit_reg", "model.backbone.pretrained=false", "model.image_size=28",
-        "train.steps=2", "train.batch_size=4", "train.device=cpu", "data.detector=none", "eval.bootstrap=20"]
+TINY = [
+    "model.backbone.name=test_vit_reg",
+    "model.backbone.pretrained=false",
+    "model.image_size=28",
+    "train.steps=2",
+    "train.batch_size=4",
+    "train.device=cpu",
+    "data.detector=none",
+    "eval.bootstrap=20",
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +34,29 @@ def synth_root(tmp_path_factory) -> Path:
 
 def test_table3_config_with_tiny_backbone_produces_the_run_folder(synth_root, tmp_path, capsys) -> None:
     run = tmp_path / "run"
-    argv = ["-q", "train", "-c", str(CONFIGS / "table3_casme2_5cls.yaml"), f"data.roots.casme2={synth_root}",
-            *TINY, "-o", str(run)]
+    argv = [
+        "-q",
+        "train",
+        "-c",
+        str(CONFIGS / "table3_casme2_5cls.yaml"),
+        f"data.roots.casme2={synth_root}",
+        *TINY,
+        "-o",
+        str(run),
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out  # -q drops progress bars and info logs, never the result
     assert f"table3_casme2_5cls: run folder {run}" in out and "| table3_casme2_5cls |" in out and "UF1" in out
-    for name in ("config.yaml", "run.json", "folds.json", "excluded.csv", "predictions.csv", "metrics.json",
-                 "report.md", "confusion.png"):
+    for name in (
+        "config.yaml",
+        "run.json",
+        "folds.json",
+        "excluded.csv",
+        "predictions.csv",
+        "metrics.json",
+        "report.md",
+        "confusion.png",
+    ):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["complete"] and len(metrics["per_fold"]) == 3
@@ -56,8 +80,16 @@ def test_table3_config_with_tiny_backbone_produces_the_run_folder(synth_root, tm
 
 def test_debug_config_sweep_runs_each_variant(synth_root, tmp_path) -> None:
     out = tmp_path / "sweep"
-    argv = ["-q", "train", "-c", str(CONFIGS / "debug_tiny.yaml"), f"data.roots.casme2={synth_root}",
-            "sweep={a: [model.lora.last_n_blocks=1], b: [model.lora.last_n_blocks=2]}", "-o", str(out)]
+    argv = [
+        "-q",
+        "train",
+        "-c",
+        str(CONFIGS / "debug_tiny.yaml"),
+        f"data.roots.casme2={synth_root}",
+        "sweep={a: [model.lora.last_n_blocks=1], b: [model.lora.last_n_blocks=2]}",
+        "-o",
+        str(out),
+    ]
     assert main(argv) == 0
     assert (out / "a" / "metrics.json").is_file() and (out / "b" / "metrics.json").is_file()
     assert main(["report", str(out)]) == 0
@@ -82,8 +114,15 @@ def test_user_errors_are_one_line_exit_2(extra, message, tmp_path, capsys) -> No
 def test_missing_backbone_weights_is_a_user_error(synth_root, tmp_path, capsys) -> None:
     weights = tmp_path / "weights"
     weights.mkdir()  # a backbone folder without config.json
-    argv = ["train", "-c", str(CONFIGS / "debug_tiny.yaml"), f"data.roots.casme2={synth_root}",
-            f"model.backbone.name={weights}", "-o", str(tmp_path / "run")]
+    argv = [
+        "train",
+        "-c",
+        str(CONFIGS / "debug_tiny.yaml"),
+        f"data.roots.casme2={synth_root}",
+        f"model.backbone.name={weights}",
+        "-o",
+        str(tmp_path / "run"),
+    ]
     assert main(argv) == 2
     assert "config.json" in capsys.readouterr().err
 
@@ -102,9 +141,9 @@ def test_dry_run_prints_the_resolved_config(capsys) -> None:
 
 
 def test_overrides_may_follow_the_options(capsys):
-    from hlora_mer.cli import main
-
     from pathlib import Path
+
+    from hlora_mer.cli import main
 
     config = Path(__file__).resolve().parents[1] / "configs" / "debug_tiny.yaml"
     assert main(["train", "-c", str(config), "--dry-run", "train.steps=7", "eval.seeds=[3]"]) == 0
@@ -114,8 +153,17 @@ def test_overrides_may_follow_the_options(capsys):
 
 def test_too_many_validation_subjects_fail_before_preprocessing(synth_root, tmp_path, capsys) -> None:
     run = tmp_path / "run"
-    argv = ["-q", "train", "-c", str(CONFIGS / "table3_casme2_5cls.yaml"), f"data.roots.casme2={synth_root}",
-            *TINY, "train.val_subjects=5", "-o", str(run)]
+    argv = [
+        "-q",
+        "train",
+        "-c",
+        str(CONFIGS / "table3_casme2_5cls.yaml"),
+        f"data.roots.casme2={synth_root}",
+        *TINY,
+        "train.val_subjects=5",
+        "-o",
+        str(run),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "train.val_subjects=5" in err and "fold casme2/01" in err and "Traceback" not in err

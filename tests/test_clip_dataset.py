@@ -22,8 +22,9 @@ def cached(tmp_path):
     for i in range(3):
         small = [rng.integers(0, 256, (30, 40, 3), dtype=np.uint8) for _ in range(5)]
         frames = [np.repeat(np.repeat(s, 16, axis=0), 16, axis=1) for s in small]
-        rows.append(table_row(f"toy/0{i}/c{i}", write_frames(tmp_path / f"c{i}", frames),
-                              subject=f"toy/0{i}", label_index=i))
+        rows.append(
+            table_row(f"toy/0{i}/c{i}", write_frames(tmp_path / f"c{i}", frames), subject=f"toy/0{i}", label_index=i)
+        )
     grey = write_frames(tmp_path / "grey", [np.full((480, 640, 3), 128, np.uint8)] * 2)
     rows.append(table_row("toy/09/grey", grey, subject="toy/09", label_index=1))
     table = make_table(rows)

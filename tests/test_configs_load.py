@@ -14,8 +14,21 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 
 def test_there_is_a_config_for_every_paper_experiment() -> None:
     names = {p.stem for p in CONFIGS}
-    for prefix in ("table3_casme2", "table3_samm", "table4_casme2", "table4_samm", "table5_", "table6_",
-                   "table7_", "table8_", "fig3_", "table9_", "megc2019", "all_subjects", "debug_tiny"):
+    for prefix in (
+        "table3_casme2",
+        "table3_samm",
+        "table4_casme2",
+        "table4_samm",
+        "table5_",
+        "table6_",
+        "table7_",
+        "table8_",
+        "fig3_",
+        "table9_",
+        "megc2019",
+        "all_subjects",
+        "debug_tiny",
+    ):
         assert any(n.startswith(prefix) for n in names), prefix
 
 

@@ -35,8 +35,9 @@ def _experiment(root: Path, **data) -> ExperimentConfig:
 def test_no_sample_left_by_the_loader_says_why(tmp_path) -> None:
     from hlora_mer.training.data import load_labelled_table
 
-    root = _casme2_root(tmp_path / "c2", [("01", "EP01", "happiness"), ("02", "EP02", "disgust"),
-                                          ("03", "EP03", "others")])
+    root = _casme2_root(
+        tmp_path / "c2", [("01", "EP01", "happiness"), ("02", "EP02", "disgust"), ("03", "EP03", "others")]
+    )
     cfg = _experiment(root, options={"casme2": {"require_frames": True}})
     with pytest.raises(DatasetError) as err:
         load_labelled_table(cfg)
@@ -64,8 +65,10 @@ def test_no_sample_left_by_the_scheme_lists_the_labels_found(tmp_path) -> None:
 def test_blank_subject_is_an_exclusion_naming_the_row_and_file(tmp_path) -> None:
     from hlora_mer.data import load_dataset
 
-    root = _casme2_root(tmp_path / "c2", [("01", "EP01", "happiness"), (None, "EP02", "disgust"),
-                                          ("02", "EP03", "others"), ("02", "", "others")])
+    root = _casme2_root(
+        tmp_path / "c2",
+        [("01", "EP01", "happiness"), (None, "EP02", "disgust"), ("02", "EP03", "others"), ("02", "", "others")],
+    )
     loaded = load_dataset("casme2", root)
     assert sorted(loaded.table["subject"].unique()) == ["casme2/01", "casme2/02"]
     reasons = dict(zip(loaded.excluded["clip"].fillna(""), loaded.excluded["reason"], strict=True))

@@ -24,8 +24,16 @@ def test_synthme_is_generated_once_per_setting(tmp_path):
     assert other != root
 
 
-_SMALL = ["--subjects", "2", "--clips-per-class", "1", "train.steps=1", "train.batch_size=2", "model.image_size=28",
-          "eval.bootstrap=0"]
+_SMALL = [
+    "--subjects",
+    "2",
+    "--clips-per-class",
+    "1",
+    "train.steps=1",
+    "train.batch_size=2",
+    "model.image_size=28",
+    "eval.bootstrap=0",
+]
 
 
 def test_demo_runs_end_to_end_and_prints_the_table_next_to_chance(tmp_path, capsys):

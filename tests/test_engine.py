@@ -43,8 +43,9 @@ def _train(seed: int, steps: int = 3):
     model = build_model(tiny_model_config())
     cfg = TrainConfig(steps=steps, batch_size=4, device="cpu")
     losses = []
-    train_fixed_budget(model, source.dataset(ids, train=True), cfg, seed=seed,
-                       on_step=lambda s, t, loss: losses.append(loss))
+    train_fixed_budget(
+        model, source.dataset(ids, train=True), cfg, seed=seed, on_step=lambda s, t, loss: losses.append(loss)
+    )
     return predict(model, source.dataset(ids, train=False), batch_size=4), losses
 
 
@@ -63,8 +64,13 @@ def test_training_lowers_the_loss_on_learnable_data() -> None:
     seed_everything(0)
     model = build_model(tiny_model_config())
     losses = []
-    train_fixed_budget(model, source.dataset(ids, train=False), TrainConfig(steps=30, batch_size=12, lr=3e-3),
-                       seed=0, on_step=lambda s, t, loss: losses.append(loss))
+    train_fixed_budget(
+        model,
+        source.dataset(ids, train=False),
+        TrainConfig(steps=30, batch_size=12, lr=3e-3),
+        seed=0,
+        on_step=lambda s, t, loss: losses.append(loss),
+    )
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
 
 
@@ -93,8 +99,9 @@ def test_validation_selection_restores_the_best_step_and_never_reads_test() -> N
     model = build_model(tiny_model_config())
     cfg = TrainConfig(steps=4, batch_size=4, val_subjects=1, select="val", eval_every=1)
     val_set = source.dataset(val_ids, train=False)
-    result = train_fixed_budget(model, source.dataset(train_ids, train=True), cfg, seed=0,
-                                val_set=val_set, test_set=Exploding(), score_fn=score)
+    result = train_fixed_budget(
+        model, source.dataset(train_ids, train=True), cfg, seed=0, val_set=val_set, test_set=Exploding(), score_fn=score
+    )
     assert [p.step for p in result.curve] == [1, 2, 3, 4]
     best = max(result.curve, key=lambda p: p.val["uf1"])  # first maximum
     assert result.selected_step == best.step
@@ -110,8 +117,14 @@ def test_leaky_curve_is_recorded_separately() -> None:
     seed_everything(0)
     model = build_model(tiny_model_config())
     cfg = dataclasses.replace(TrainConfig(steps=2, batch_size=4, eval_every=1))
-    result = train_fixed_budget(model, source.dataset(ids[:3], train=True), cfg, seed=0,
-                                test_set=source.dataset(ids[3:], train=False), leaky=True)
+    result = train_fixed_budget(
+        model,
+        source.dataset(ids[:3], train=True),
+        cfg,
+        seed=0,
+        test_set=source.dataset(ids[3:], train=False),
+        leaky=True,
+    )
     assert result.selected_step == 2  # the result is still the last model
     assert result.leaky_best["step"] in (1, 2)
     assert result.leaky_best["acc"] == max(p.test["acc"] for p in result.curve)

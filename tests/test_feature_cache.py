@@ -104,7 +104,10 @@ def test_disk_cache_is_reused_and_the_key_separates_settings(tmp_path) -> None:
     again = fc.prepare_cached_source(cfg, source, model, torch.device("cpu"))
     assert again is not None and again[1].computed == 0 and again[1].clips == len(source.table)
     assert again[0].cache.dir == first.cache.dir
-    assert again[1].bytes == len(source.table) * 2 * 8 * first.cache.get(str(source.table["sample_id"][0])).shape[-2] * 32 * 2
+    assert (
+        again[1].bytes
+        == len(source.table) * 2 * 8 * first.cache.get(str(source.table["sample_id"][0])).shape[-2] * 32 * 2
+    )
     # another dtype, another N_l, other weights or other clips: another key folder
     other_dtype = _cached(source, model, "fp32", tmp_path)
     other_depth = _cached(source, _model(0, lora={"last_n_blocks": 1}), "fp16", tmp_path)
@@ -122,8 +125,12 @@ def test_full_finetuning_and_the_switch_bypass_the_cache(caplog) -> None:
     assert not fc.prefix_is_frozen(full)
     with caplog.at_level(logging.INFO):
         assert fc.prepare_cached_source(tiny_experiment(), source, full, torch.device("cpu")) is None
-        assert fc.prepare_cached_source(tiny_experiment(train={"feature_cache": False}), source, _model(0),
-                                        torch.device("cpu")) is None
+        assert (
+            fc.prepare_cached_source(
+                tiny_experiment(train={"feature_cache": False}), source, _model(0), torch.device("cpu")
+            )
+            is None
+        )
     assert "finetune=full" in caplog.text and "feature_cache=false" in caplog.text
 
 

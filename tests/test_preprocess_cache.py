@@ -10,8 +10,8 @@ import os
 
 import numpy as np
 import pytest
-from align_fixtures import FixedDetector, make_table, table_row, write_frames
 
+from align_fixtures import FixedDetector, make_table, table_row, write_frames
 from hlora_mer.preprocess.cache import clip_relpath
 from hlora_mer.preprocess.run import PreprocessParams, cache_dir_for, preprocess_table
 
@@ -69,9 +69,18 @@ def test_parameter_change_uses_a_new_folder_and_recomputes(dataset) -> None:
     b = np.load(second.cache_dir / clip_relpath("toy/00/clip0"))
     assert not np.array_equal(a, b)  # not stale data: the crop really changed
     # Every field that changes pixels changes the key; fields that do not (margin without a detector) do not.
-    keys = {PreprocessParams(**kw).cache_name() for kw in
-            ({}, {"num_frames": 16}, {"size": 112}, {"margin": 0.6}, {"sampling": "apex"}, {"fill": 0},
-             {"detector": "mediapipe"})}
+    keys = {
+        PreprocessParams(**kw).cache_name()
+        for kw in (
+            {},
+            {"num_frames": 16},
+            {"size": 112},
+            {"margin": 0.6},
+            {"sampling": "apex"},
+            {"fill": 0},
+            {"detector": "mediapipe"},
+        )
+    }
     assert len(keys) == 7
     assert PreprocessParams(detector="none", margin=0.1).cache_name() == PreprocessParams(detector="none").cache_name()
 
@@ -187,8 +196,16 @@ def test_clip_paths_are_safe_and_unique() -> None:
     assert clip_relpath("x/a b") != clip_relpath("x/a_b")
 
 
-@pytest.mark.parametrize("bad", [{"num_frames": 0}, {"detector": "opencv"}, {"sampling": "random"}, {"margin": -1},
-                                 {"landmark_model": "x.dat", "detector": "none"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"num_frames": 0},
+        {"detector": "opencv"},
+        {"sampling": "random"},
+        {"margin": -1},
+        {"landmark_model": "x.dat", "detector": "none"},
+    ],
+)
 def test_invalid_params_raise(bad) -> None:
     with pytest.raises(ValueError):
         PreprocessParams(**bad)

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from align_fixtures import make_clip, make_table, similarity, table_row, write_frames
 
 import hlora_mer.data
+from align_fixtures import make_clip, make_table, similarity, table_row, write_frames
 from hlora_mer.cli import main
 
 
@@ -37,8 +37,22 @@ def test_preprocess_writes_cache_and_failure_report(fake_dataset, tmp_path, caps
     pytest.importorskip("dlib")
     root, calls = fake_dataset
     out = tmp_path / "aligned"
-    argv = ["--quiet", "preprocess", "--dataset", "casme2", "--root", str(root), "--out", str(out),
-            "--frames", "3", "--workers", "1", "--version", "20190701"]
+    argv = [
+        "--quiet",
+        "preprocess",
+        "--dataset",
+        "casme2",
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--frames",
+        "3",
+        "--workers",
+        "1",
+        "--version",
+        "20190701",
+    ]
     assert main(argv) == 0
     assert calls == [("casme2", str(root), None, "20190701")]
     text = capsys.readouterr().out
@@ -75,10 +89,19 @@ def test_invalid_options_are_one_line_errors(fake_dataset, tmp_path, capsys) -> 
 def test_all_failed_returns_1(tmp_path, monkeypatch, capsys) -> None:
     grey = write_frames(tmp_path / "g", [np.full((60, 80, 3), 128, np.uint8)] * 2)
     table = make_table([table_row("x/1/a", grey, offset=5, onset=4)])  # no frame in 4..5
-    monkeypatch.setattr(hlora_mer.data, "load_dataset", lambda *a, **k: SimpleNamespace(table=table),
-                        raising=False)
-    argv = ["-q", "preprocess", "--dataset", "x", "--root", str(tmp_path), "--out", str(tmp_path / "o"),
-            "--detector", "none"]
+    monkeypatch.setattr(hlora_mer.data, "load_dataset", lambda *a, **k: SimpleNamespace(table=table), raising=False)
+    argv = [
+        "-q",
+        "preprocess",
+        "--dataset",
+        "x",
+        "--root",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+        "--detector",
+        "none",
+    ]
     assert main(argv) == 1
     assert "failed x/1/a: no frame between onset 4 and offset 5" in capsys.readouterr().out
 
@@ -88,8 +111,19 @@ def test_help_lists_the_options(capsys) -> None:
         main(["preprocess", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--dataset", "--root", "--annotation", "--version", "--out", "--frames", "--size", "--detector",
-                   "--margin", "--sampling", "--workers"):
+    for option in (
+        "--dataset",
+        "--root",
+        "--annotation",
+        "--version",
+        "--out",
+        "--frames",
+        "--size",
+        "--detector",
+        "--margin",
+        "--sampling",
+        "--workers",
+    ):
         assert option in text
 
 

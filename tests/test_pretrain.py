@@ -21,7 +21,7 @@ def _moving_square_clips(n: int, t: int = 4, size: int = 28, seed: int = 0) -> n
         for k in range(t):
             frame = background.copy()
             x, y = x0 + 2 + k * dx, y0 + 2 + k * dy
-            frame[y:y + 8, x:x + 8] = 220
+            frame[y : y + 8, x : x + 8] = 220
             clips[i, k] = frame
     return clips
 
@@ -68,8 +68,17 @@ def test_pretraining_rejects_clips_that_are_not_uint8_frames():
 
 
 def _spec_with_file(monkeypatch, tmp_path, name="tiny_pkg"):
-    spec = BackboneSpec(None, hidden_size=32, num_layers=4, num_heads=2, registers=4, mlp_ratio=2,
-                        image_size=224, weights_file="weights/tiny_pkg.safetensors", about="a tiny packaged model")
+    spec = BackboneSpec(
+        None,
+        hidden_size=32,
+        num_layers=4,
+        num_heads=2,
+        registers=4,
+        mlp_ratio=2,
+        image_size=224,
+        weights_file="weights/tiny_pkg.safetensors",
+        about="a tiny packaged model",
+    )
     monkeypatch.setitem(BACKBONES, name, spec)
     path = tmp_path / "tiny_pkg.safetensors"
     monkeypatch.setattr(backbones, "packaged_weights_path", lambda s: path)

@@ -93,7 +93,6 @@ def test_preprocessing_and_the_data_loaders_see_the_same_pixels(tmp_path, scale:
     assert np.array_equal(clip, expected)
 
 
-
 def test_an_unreadable_frame_is_named_by_its_file_not_by_a_stream(tmp_path) -> None:
     from hlora_mer.errors import DatasetError
 

@@ -94,8 +94,13 @@ def test_fusion_module_refuses_instead_of_clamping_neighbours() -> None:
 
 
 def _table(subjects: int) -> pd.DataFrame:
-    return pd.DataFrame({"sample_id": [f"s{i}/c" for i in range(subjects)],
-                         "subject": [f"s{i}" for i in range(subjects)], "dataset": "toy"})
+    return pd.DataFrame(
+        {
+            "sample_id": [f"s{i}/c" for i in range(subjects)],
+            "subject": [f"s{i}" for i in range(subjects)],
+            "dataset": "toy",
+        }
+    )
 
 
 def test_validation_count_larger_than_the_training_subjects_is_refused() -> None:
@@ -119,8 +124,18 @@ def test_validation_count_larger_than_the_training_subjects_is_refused() -> None
 # -- numbers in every notation (item 10) ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, value", [("1e-3", 1e-3), ("5e-4", 5e-4), ("5E-4", 5e-4), ("1.5e-3", 1.5e-3),
-                                         (".001", 0.001), ("+2e-5", 2e-5), ("1e+2", 100.0)])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("1e-3", 1e-3),
+        ("5e-4", 5e-4),
+        ("5E-4", 5e-4),
+        ("1.5e-3", 1.5e-3),
+        (".001", 0.001),
+        ("+2e-5", 2e-5),
+        ("1e+2", 100.0),
+    ],
+)
 def test_scientific_notation_override_is_a_number(text, value) -> None:
     cfg = apply_overrides(ExperimentConfig(), [f"train.lr={text}", f"train.weight_decay={text}"])
     assert isinstance(cfg.train.lr, float) and cfg.train.lr == pytest.approx(value)
@@ -147,8 +162,11 @@ def test_text_that_is_not_a_plain_number_is_still_refused(text) -> None:
 
 
 def test_whole_number_fields_say_how_to_write_the_value() -> None:
-    with pytest.raises(ConfigError, match=r"train\.steps must be an integer such as 300; got '1e3' "
-                                          r"\(write it as 1000\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"train\.steps must be an integer such as 300; got '1e3' "
+        r"\(write it as 1000\)",
+    ):
         apply_overrides(ExperimentConfig(), ["train.steps=1e3"])
     with pytest.raises(ConfigError, match=r"train\.steps must be an integer such as 300; got 2\.5$"):
         apply_overrides(ExperimentConfig(), ["train.steps=2.5"])

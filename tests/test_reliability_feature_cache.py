@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from align_fixtures import make_table, table_row, write_frames
 
+from align_fixtures import make_table, table_row, write_frames
 from conftest import TINY_IMAGE
 from hlora_mer.preprocess.run import PreprocessParams, preprocess_table
 from hlora_mer.training import feature_cache as fc

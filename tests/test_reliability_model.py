@@ -201,11 +201,14 @@ def test_checkpoint_whose_config_builds_other_shapes_is_one_clear_error(checkpoi
         load_checkpoint(folder, allow_mismatch=True)
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"image_size": 2 * TINY_IMAGE}, f"image_size: checkpoint {TINY_IMAGE}, model {2 * TINY_IMAGE}"),
-    ({"num_frames": 4}, "num_frames: checkpoint 8, model 4"),
-    ({"lora": {"alpha": 2.0}}, "lora.alpha: checkpoint 1.0, model 2.0"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"image_size": 2 * TINY_IMAGE}, f"image_size: checkpoint {TINY_IMAGE}, model {2 * TINY_IMAGE}"),
+        ({"num_frames": 4}, "num_frames: checkpoint 8, model 4"),
+        ({"lora": {"alpha": 2.0}}, "lora.alpha: checkpoint 1.0, model 2.0"),
+    ],
+)
 def test_other_model_settings_are_refused(checkpoint, change, expected):
     folder, _ = checkpoint
     message = refusal(build_model(tiny_model_config(**change)), folder, allow_mismatch=True)

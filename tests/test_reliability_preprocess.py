@@ -78,8 +78,9 @@ def test_a_damaged_clip_is_recomputed_not_up_to_date(cached, caplog, damage: str
     assert len(warnings) == 1 and "toy/01/c1" in warnings[0] and "recomputed" in warnings[0]
     assert path.read_bytes() == good
     # Now intact: up to date again.
-    assert sorted(preprocess_table(make_table(rows), tmp_path / "out", PARAMS).skipped) == sorted(again.skipped
-                                                                                                 + again.done)
+    assert sorted(preprocess_table(make_table(rows), tmp_path / "out", PARAMS).skipped) == sorted(
+        again.skipped + again.done
+    )
 
 
 @pytest.mark.parametrize("damage", ["truncated", "same-size", "missing"])
@@ -125,7 +126,8 @@ def gappy_table(tmp_path):
     full = write_frames(tmp_path / "data" / "full", _frames(1, 6))
     # Frames 1, 2 and 10 of onset..offset 1..10: only 3 distinct frames for t = 4 in a 10-frame span.
     gappy = write_frames(tmp_path / "data" / "gappy", _frames(2, 2)) + write_frames(
-        tmp_path / "data" / "gappy", _frames(3, 1), first_number=10)
+        tmp_path / "data" / "gappy", _frames(3, 1), first_number=10
+    )
     brief = write_frames(tmp_path / "data" / "brief", _frames(4, 3))  # a 3-frame clip: repeats are expected
     rows = [table_row("toy/01/full", full), table_row("toy/01/gappy", gappy), table_row("toy/01/brief", brief)]
     return make_table(rows)
@@ -146,10 +148,30 @@ def test_clips_with_missing_frames_in_their_span_are_counted_and_warned_once(gap
 
 
 def test_the_cli_summary_shows_short_clips(gappy_table, tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(hlora_mer.data, "load_dataset",
-                        lambda *a, **k: SimpleNamespace(table=gappy_table, excluded=pd.DataFrame()), raising=False)
-    argv = ["--quiet", "preprocess", "--dataset", "casme2", "--root", str(tmp_path), "--out", str(tmp_path / "o"),
-            "--frames", "4", "--size", "16", "--detector", "none", "--workers", "1"]
+    monkeypatch.setattr(
+        hlora_mer.data,
+        "load_dataset",
+        lambda *a, **k: SimpleNamespace(table=gappy_table, excluded=pd.DataFrame()),
+        raising=False,
+    )
+    argv = [
+        "--quiet",
+        "preprocess",
+        "--dataset",
+        "casme2",
+        "--root",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+        "--frames",
+        "4",
+        "--size",
+        "16",
+        "--detector",
+        "none",
+        "--workers",
+        "1",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "1 short clip(s): fewer than 4 distinct frames" in out and "toy/01/gappy" in out
@@ -189,10 +211,14 @@ def _start(tmp_path, n_clips: int = 40, delay: float = 0.2) -> tuple[subprocess.
     out = tmp_path / "out"
     script = tmp_path / "run.py"
     src = str(Path(hlora_mer.data.__file__).resolve().parents[2])
-    script.write_text(textwrap.dedent(_SCRIPT).format(paths=[str(TESTS), src], delay=delay,
-                                                      rows=str(tmp_path / "rows.json"), out=str(out)))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, text=True)
+    script.write_text(
+        textwrap.dedent(_SCRIPT).format(
+            paths=[str(TESTS), src], delay=delay, rows=str(tmp_path / "rows.json"), out=str(out)
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, text=True
+    )
     return proc, out
 
 

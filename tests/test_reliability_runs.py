@@ -32,8 +32,9 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def _with_table(source: TensorSource, table: pd.DataFrame, clips: torch.Tensor | None = None) -> TensorSource:
-    return TensorSource(table, source.clips if clips is None else clips, source.classes, source.flip_prob,
-                        dict(source.info))
+    return TensorSource(
+        table, source.clips if clips is None else clips, source.classes, source.flip_prob, dict(source.info)
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -72,8 +73,9 @@ def test_resume_after_a_data_change_is_refused_and_leaves_the_run_untouched(tmp_
 
 def test_resume_with_a_removed_sample_is_refused_before_writing(tmp_path) -> None:
     source = tiny_source(subjects=3)
-    run_experiment(tiny_experiment(), tmp_path / "run", source, excluded=pd.DataFrame({"sample_id": ["x"],
-                                                                                      "reason": ["why"]}))
+    run_experiment(
+        tiny_experiment(), tmp_path / "run", source, excluded=pd.DataFrame({"sample_id": ["x"], "reason": ["why"]})
+    )
     before = _snapshot(tmp_path / "run")
     keep = (source.table["sample_id"] != "toy/01/clip00").to_numpy()
     smaller = TensorSource(source.table[keep], source.clips[keep], source.classes)
@@ -121,10 +123,23 @@ def test_cli_resume_after_editing_the_coding_file_is_refused(tmp_path, capsys) -
     root = tmp_path / "synth"
     generate(root, SynthConfig(subjects=2, clips_per_class=1, frame_size=32, min_frames=8, max_frames=10))
     run = tmp_path / "run"
-    argv = ["-q", "train", "-c", str(Path(__file__).resolve().parents[1] / "configs" / "table3_casme2_5cls.yaml"),
-            f"data.roots.casme2={root}", "model.backbone.name=test_vit_reg", "model.backbone.pretrained=false",
-            "model.image_size=28", "train.steps=1", "train.batch_size=4", "train.device=cpu", "data.detector=none",
-            "eval.bootstrap=0", "-o", str(run)]
+    argv = [
+        "-q",
+        "train",
+        "-c",
+        str(Path(__file__).resolve().parents[1] / "configs" / "table3_casme2_5cls.yaml"),
+        f"data.roots.casme2={root}",
+        "model.backbone.name=test_vit_reg",
+        "model.backbone.pretrained=false",
+        "model.image_size=28",
+        "train.steps=1",
+        "train.batch_size=4",
+        "train.device=cpu",
+        "data.detector=none",
+        "eval.bootstrap=0",
+        "-o",
+        str(run),
+    ]
     assert main(argv) == 0
     before = _snapshot(run)
     book = openpyxl.load_workbook(root / ANNOTATION_FILE)
@@ -154,17 +169,21 @@ def _main_columns(run: Path) -> bytes:
     return preds.drop(columns=[c for c in preds.columns if c.startswith("leaky")]).to_csv(index=False).encode()
 
 
-@pytest.mark.parametrize("option", [
-    {"eval": {"leaky_best_epoch": True}, "train": {"eval_every": 1}},
-    {"train": {"eval_every": 1, "val_subjects": 1}},
-])
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"eval": {"leaky_best_epoch": True}, "train": {"eval_every": 1}},
+        {"train": {"eval_every": 1, "val_subjects": 1}},
+    ],
+)
 def test_comparison_only_options_leave_the_predictions_byte_identical(tmp_path, option) -> None:
-    base = {"train": {"steps": 4, "eval_every": 2, "val_subjects": option.get("train", {}).get("val_subjects", 0)},
-            "model": {"fusion": {"head_dropout": 0.3}, "lora": {"dropout": 0.2}}}
+    base = {
+        "train": {"steps": 4, "eval_every": 2, "val_subjects": option.get("train", {}).get("val_subjects", 0)},
+        "model": {"fusion": {"head_dropout": 0.3}, "lora": {"dropout": 0.2}},
+    }
     source = tiny_source(subjects=4)
     plain = tiny_experiment(**base)
-    other = tiny_experiment(**{**base, "eval": option.get("eval", {}),
-                               "train": {**base["train"], **option["train"]}})
+    other = tiny_experiment(**{**base, "eval": option.get("eval", {}), "train": {**base["train"], **option["train"]}})
     run_experiment(plain, tmp_path / "a", source)
     run_experiment(other, tmp_path / "b", source)
     assert _main_columns(tmp_path / "a") == _main_columns(tmp_path / "b")
@@ -217,8 +236,9 @@ def test_the_engine_never_trains_on_the_test_or_validation_subjects(tmp_path) ->
     subject = source.table.set_index("sample_id")["subject"]
     assert set(source.trained_on) == {"toy/01", "toy/02", "toy/03", "toy/04"}
     for fold, seen in source.trained_on.items():
-        result = json.loads((tmp_path / "run" / "folds" / "seed0" / fold.replace("/", "__") / "result.json")
-                            .read_text())
+        result = json.loads(
+            (tmp_path / "run" / "folds" / "seed0" / fold.replace("/", "__") / "result.json").read_text()
+        )
         held_out = {fold, *result["val_subjects"]}
         assert len(held_out) == 2
         assert seen and not {subject[s] for s in seen} & held_out
@@ -229,8 +249,11 @@ def test_predictions_are_the_kept_model_on_unflipped_test_clips(tmp_path) -> Non
     """The reported predictions are those of the fold's saved (last) model on the plain test clips: not a
     re-pooling of the same files, not a flipped clip, not another step's weights."""
     source = tiny_source(subjects=3)
-    cfg = tiny_experiment(eval={"leaky_best_epoch": True}, data={"flip_prob": 1.0},
-                          train={"eval_every": 1, "steps": 3, "feature_cache_dtype": "fp32"})
+    cfg = tiny_experiment(
+        eval={"leaky_best_epoch": True},
+        data={"flip_prob": 1.0},
+        train={"eval_every": 1, "steps": 3, "feature_cache_dtype": "fp32"},
+    )
     run_experiment(cfg, tmp_path / "run", source)
     preds = pd.read_csv(tmp_path / "run" / "predictions.csv")
     positions = {sid: i for i, sid in enumerate(source.table["sample_id"])}
@@ -266,8 +289,9 @@ def test_validation_selection_restores_the_weights_of_the_selected_step() -> Non
             def score(_p: Predictions) -> dict[str, float]:
                 return {"acc": 0.0, "uf1": next(script)}
 
-        result = train_fixed_budget(model, source.dataset(train_ids, train=True), cfg, seed=5, val_set=val_set,
-                                    score_fn=score)
+        result = train_fixed_budget(
+            model, source.dataset(train_ids, train=True), cfg, seed=5, val_set=val_set, score_fn=score
+        )
         return result.selected_step, {k: v.clone() for k, v in model.trainable_state_dict().items()}
 
     step, selected = trained(4, [0.2, 0.9, 0.1, 0.3])  # step 2 is the best on validation
@@ -296,8 +320,9 @@ def test_reported_scores_are_pooled_not_fold_averaged(tmp_path) -> None:
     pooled = pd.read_csv(run / "predictions.csv")
     y, p = pooled["label_index"], pooled["prediction_index"]
     uf1, uar = f1_score(y, p, average="macro"), recall_score(y, p, average="macro")
-    by_fold = np.mean([f1_score(g["label_index"], g["prediction_index"], average="macro")
-                       for _, g in pooled.groupby("fold")])
+    by_fold = np.mean(
+        [f1_score(g["label_index"], g["prediction_index"], average="macro") for _, g in pooled.groupby("fold")]
+    )
     assert abs(uf1 - by_fold) > 0.01  # the example tells the two apart
     assert metrics["pooled"]["uf1"]["mean"] == pytest.approx(uf1)
     assert metrics["pooled"]["uar"]["mean"] == pytest.approx(uar)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from hlora_mer.errors import ConfigError
-from hlora_mer.evaluation.report import compare_runs, finalize_run
+from hlora_mer.evaluation.report import compare_runs
 from hlora_mer.models.checkpoint import load_checkpoint
 from hlora_mer.training.runner import RunCallbacks, run_experiment
 from train_fixtures import CLASSES, tiny_experiment, tiny_source
@@ -18,16 +18,32 @@ from train_fixtures import CLASSES, tiny_experiment, tiny_source
 def test_loso_run_folder(tmp_path) -> None:
     source = tiny_source(subjects=3)
     events = []
-    cb = RunCallbacks(on_start=lambda n, done: events.append(("start", n, done)),
-                      on_fold_end=lambda f, s, skipped: events.append((f, skipped)))
+    cb = RunCallbacks(
+        on_start=lambda n, done: events.append(("start", n, done)),
+        on_fold_end=lambda f, s, skipped: events.append((f, skipped)),
+    )
     metrics = run_experiment(tiny_experiment(), tmp_path / "run", source, callbacks=cb)
     run = tmp_path / "run"
-    for name in ("config.yaml", "run.json", "folds.json", "predictions.csv", "metrics.json", "report.md",
-                 "confusion.png"):
+    for name in (
+        "config.yaml",
+        "run.json",
+        "folds.json",
+        "predictions.csv",
+        "metrics.json",
+        "report.md",
+        "confusion.png",
+    ):
         assert (run / name).is_file(), name
     preds = pd.read_csv(run / "predictions.csv")
-    assert list(preds.columns[:7]) == ["sample_id", "subject", "dataset", "label", "label_index", "prediction",
-                                       "prediction_index"]
+    assert list(preds.columns[:7]) == [
+        "sample_id",
+        "subject",
+        "dataset",
+        "label",
+        "label_index",
+        "prediction",
+        "prediction_index",
+    ]
     assert {f"prob_{c}" for c in CLASSES} <= set(preds.columns) and {"fold", "seed"} <= set(preds.columns)
     assert sorted(preds["sample_id"]) == sorted(source.table["sample_id"])
     assert (preds["subject"] == preds["fold"]).all()  # each sample is predicted by its own subject's fold
@@ -56,8 +72,9 @@ def test_resume_gives_identical_metrics(tmp_path) -> None:
     for name in ("metrics.json", "predictions.csv", "report.md"):
         (resumed / name).unlink()
     skipped = []
-    run_experiment(cfg, resumed, source,
-                   callbacks=RunCallbacks(on_fold_end=lambda f, s, sk: skipped.append((f, s, sk))))
+    run_experiment(
+        cfg, resumed, source, callbacks=RunCallbacks(on_fold_end=lambda f, s, sk: skipped.append((f, s, sk)))
+    )
     assert sorted((f, s) for f, s, sk in skipped if not sk) == [("toy/02", 1), ("toy/03", 0)]
     assert (resumed / "metrics.json").read_bytes() == reference
     pd.testing.assert_frame_equal(pd.read_csv(resumed / "predictions.csv"), pd.read_csv(full / "predictions.csv"))
@@ -74,8 +91,10 @@ def test_resume_refuses_other_training_settings(tmp_path) -> None:
 
 def test_composite_and_validation_split(tmp_path) -> None:
     source = tiny_source(subjects=3, datasets=("casme2", "samm"))
-    cfg = tiny_experiment(eval={"protocol": "composite", "metrics": ["uf1", "uar"]},
-                          train={"val_subjects": 1, "select": "val", "eval_every": 1})
+    cfg = tiny_experiment(
+        eval={"protocol": "composite", "metrics": ["uf1", "uar"]},
+        train={"val_subjects": 1, "select": "val", "eval_every": 1},
+    )
     metrics = run_experiment(cfg, tmp_path / "run", source)
     assert len(metrics["per_fold"]) == 6
     assert set(metrics["groups"]["scores"]) == {"casme2", "samm"}
@@ -87,14 +106,16 @@ def test_composite_and_validation_split(tmp_path) -> None:
 
 def test_hde_reports_directions_and_average(tmp_path) -> None:
     source = tiny_source(subjects=2, datasets=("casme2", "samm"))
-    cfg = tiny_experiment(data={"datasets": ["casme2", "samm"]},
-                          eval={"protocol": "hde", "directions": ["casme2->samm", "samm->casme2"],
-                                "metrics": ["war", "uar"]})
+    cfg = tiny_experiment(
+        data={"datasets": ["casme2", "samm"]},
+        eval={"protocol": "hde", "directions": ["casme2->samm", "samm->casme2"], "metrics": ["war", "uar"]},
+    )
     metrics = run_experiment(cfg, tmp_path / "run", source)
     groups = metrics["groups"]["scores"]
     assert list(groups) == ["casme2->samm", "samm->casme2"]
     assert metrics["hde_average"]["war"]["mean"] == pytest.approx(
-        (groups["casme2->samm"]["war"]["mean"] + groups["samm->casme2"]["war"]["mean"]) / 2)
+        (groups["casme2->samm"]["war"]["mean"] + groups["samm->casme2"]["war"]["mean"]) / 2
+    )
     assert [c["group"] for c in metrics["table"]][-2:] == ["Avg.", "Avg."]
 
 

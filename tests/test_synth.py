@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hlora_mer.synth import ANNOTATION_FILE, CLASSES, HEADER, SynthConfig, _face_point, generate, motion_field, time_course
+from hlora_mer.synth import (
+    ANNOTATION_FILE,
+    CLASSES,
+    HEADER,
+    SynthConfig,
+    _face_point,
+    generate,
+    motion_field,
+    time_course,
+)
 
 SMALL = SynthConfig(subjects=2, clips_per_class=1, min_frames=6, max_frames=8, frame_size=64, seed=3)
 
@@ -32,7 +41,7 @@ def test_layout_and_spreadsheet_follow_the_casme2_release(tmp_path):
     rows = list(load_workbook(tmp_path / "CASME2-coding-20190701.xlsx").active.values)
     assert rows[0] == HEADER
     assert len(rows) == 1 + len(clips)
-    for clip, row in zip(clips, rows[1:]):
+    for clip, row in zip(clips, rows[1:], strict=True):
         assert row[0] == clip.subject and isinstance(row[0], str)  # text subjects, like the owner's file
         assert row[8] == clip.emotion
         folder = tmp_path / "Cropped" / f"sub{clip.subject}" / clip.filename
@@ -60,11 +69,21 @@ def test_it_loads_through_the_casme2_loader_with_the_expected_counts(tmp_path):
     assert len(table) == 30 and len(loaded.excluded) == 0
     assert table["emotion"].value_counts().to_dict() == {c: 6 for c in CLASSES}
     assert sorted(table["subject"].unique()) == ["casme2/01", "casme2/02", "casme2/03"]
-    assert all(len(paths) == row.offset - row.onset + 1 for paths, row in zip(table["frame_paths"], table.itertuples()))
+    assert all(
+        len(paths) == row.offset - row.onset + 1
+        for paths, row in zip(table["frame_paths"], table.itertuples(), strict=True)
+    )
 
 
-@pytest.mark.parametrize("emotion, landmark", [("happiness", "mouth_left"), ("surprise", "left_brow_inner"),
-                                               ("repression", "chin"), ("others", "right_brow_inner")])
+@pytest.mark.parametrize(
+    "emotion, landmark",
+    [
+        ("happiness", "mouth_left"),
+        ("surprise", "left_brow_inner"),
+        ("repression", "chin"),
+        ("others", "right_brow_inner"),
+    ],
+)
 def test_each_class_moves_its_own_region(emotion, landmark):
     size = 224
     field = motion_field(emotion, size, np.random.default_rng(0))
@@ -81,8 +100,9 @@ def test_time_course_rises_to_the_apex_and_falls():
 
 
 def test_zero_amplitude_keeps_the_nuisances_but_not_the_motion(tmp_path):
-    still = SynthConfig(**{**SMALL.__dict__, "amplitude": 0.0, "noise": 0.0, "flicker": 0.0, "jitter": 0.0,
-                           "blink_probability": 0.0})
+    still = SynthConfig(
+        **{**SMALL.__dict__, "amplitude": 0.0, "noise": 0.0, "flicker": 0.0, "jitter": 0.0, "blink_probability": 0.0}
+    )
     clips = generate(tmp_path, still)
     clip = clips[0]
     folder = tmp_path / "Cropped" / f"sub{clip.subject}" / clip.filename

@@ -10,7 +10,6 @@ import pytest
 pytest.importorskip("av")
 
 from align_fixtures import FixedDetector, make_table, table_row, write_frames  # noqa: E402
-
 from hlora_mer.data.video import count_video_frames, read_video_frames, write_video  # noqa: E402
 from hlora_mer.errors import DatasetError  # noqa: E402
 from hlora_mer.preprocess.cache import clip_relpath  # noqa: E402
@@ -43,7 +42,7 @@ def test_round_trip_reads_the_requested_frames(video) -> None:
     wanted = [0, 5, 3, 3, 11]
     decoded = read_video_frames(path, wanted)
     assert decoded.shape == (5, 120, 160, 3) and decoded.dtype == np.uint8
-    for got, number in zip(decoded, wanted):
+    for got, number in zip(decoded, wanted, strict=True):
         errors = [np.abs(got.astype(int) - f.astype(int)).mean() for f in frames]
         assert errors[number] < 4.0, errors[number]  # lossy codec: a small tolerance
         assert int(np.argmin(errors)) == number  # and it is that frame, not a neighbour

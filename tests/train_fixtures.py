@@ -14,16 +14,24 @@ from hlora_mer.training.data import TensorSource
 CLASSES = ("negative", "positive", "surprise")
 
 
-def tiny_table(subjects: int = 3, per_class: int = 1, classes: tuple[str, ...] = CLASSES,
-               dataset: str = "toy") -> pd.DataFrame:
+def tiny_table(
+    subjects: int = 3, per_class: int = 1, classes: tuple[str, ...] = CLASSES, dataset: str = "toy"
+) -> pd.DataFrame:
     """``subjects`` x ``per_class`` x classes rows with namespaced subjects (``toy/01``)."""
     rows = []
     for s in range(subjects):
         for c, name in enumerate(classes):
             for k in range(per_class):
                 subject = f"{dataset}/{s + 1:02d}"
-                rows.append({"sample_id": f"{subject}/clip{c}{k}", "subject": subject, "dataset": dataset,
-                             "label": name, "label_index": c})
+                rows.append(
+                    {
+                        "sample_id": f"{subject}/clip{c}{k}",
+                        "subject": subject,
+                        "dataset": dataset,
+                        "label": name,
+                        "label_index": c,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -45,8 +53,11 @@ def tiny_experiment(**sections: Any) -> ExperimentConfig:
     data: dict[str, Any] = {
         "name": "tiny",
         "data": {"datasets": ["toy"], "label_scheme": "casme2_3cls", "detector": "none"},
-        "model": {"backbone": {"name": "test_vit_reg", "pretrained": False}, "image_size": TINY_IMAGE,
-                  "num_classes": 3},
+        "model": {
+            "backbone": {"name": "test_vit_reg", "pretrained": False},
+            "image_size": TINY_IMAGE,
+            "num_classes": 3,
+        },
         "train": {"steps": 2, "batch_size": 4, "device": "cpu"},
         "eval": {"bootstrap": 50},
     }

@@ -61,8 +61,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1000, help="SynthME seed (the demo uses 0)")
     parser.add_argument("--subjects", type=int, default=48)
     parser.add_argument("--steps", type=int, default=PretrainConfig.steps)
-    parser.add_argument("--out", type=Path, default=REPO / "src" / "hlora_mer" / BACKBONES[NAME].weights_file,
-                        help="where the weights go (default: into the source tree, %(default)s)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "src" / "hlora_mer" / BACKBONES[NAME].weights_file,
+        help="where the weights go (default: into the source tree, %(default)s)",
+    )
     parser.add_argument("--history", type=Path, default=REPO / "benchmarks" / "results" / f"pretrain_{NAME}.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -76,24 +80,41 @@ def main() -> None:
     backbone = build_backbone(NAME, pretrained=False, init_seed=cfg.seed)
     start = time.perf_counter()
     with tqdm(total=cfg.steps, desc="pretrain", unit="step") as bar:
+
         def progress(step: int, record: dict[str, float]) -> None:
             bar.update()
             bar.set_postfix(explained=f"{record['explained']:.3f}")
 
         history = pretrain_backbone(backbone, clips, cfg, progress=progress)
     seconds = time.perf_counter() - start
-    metadata = {**config_metadata(cfg), "synthme.seed": args.seed, "synthme.subjects": args.subjects,
-                "synthme.clips": len(clips), "objective": "motion reconstruction (hlora_mer.pretrain)"}
+    metadata = {
+        **config_metadata(cfg),
+        "synthme.seed": args.seed,
+        "synthme.subjects": args.subjects,
+        "synthme.clips": len(clips),
+        "objective": "motion reconstruction (hlora_mer.pretrain)",
+    }
     path = save_backbone_weights(backbone, args.out, metadata)
     args.history.parent.mkdir(parents=True, exist_ok=True)
-    args.history.write_text(json.dumps({
-        "backbone": NAME, "weights": str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path),
-        "synthme": {"seed": args.seed, "subjects": args.subjects, "clips": len(clips)},
-        "config": asdict(cfg),
-        "seconds": round(seconds, 1), "machine": machine_info(), "history": history,
-    }, indent=2) + "\n")
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {seconds / 60:.1f} min; "
-          f"final explained variance {history[-1]['explained']:.3f}; history in {args.history}")
+    args.history.write_text(
+        json.dumps(
+            {
+                "backbone": NAME,
+                "weights": str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path),
+                "synthme": {"seed": args.seed, "subjects": args.subjects, "clips": len(clips)},
+                "config": asdict(cfg),
+                "seconds": round(seconds, 1),
+                "machine": machine_info(),
+                "history": history,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {seconds / 60:.1f} min; "
+        f"final explained variance {history[-1]['explained']:.3f}; history in {args.history}"
+    )
 
 
 if __name__ == "__main__":

@@ -361,8 +361,9 @@ class DataConfig:
         "several for holdout-database evaluation",
     )
     roots: dict[str, str | None] = _field(
-        {}, "dataset name -> its root folder, unchanged from the download; set on the command line, "
-        "e.g. data.roots.casme2=/data/CASME2"
+        {},
+        "dataset name -> its root folder, unchanged from the download; set on the command line, "
+        "e.g. data.roots.casme2=/data/CASME2",
     )
     versions: dict[str, str | None] = _field(
         {}, "dataset name -> annotation version (casme2: 20190701, 20140508; casme3: v2); null = the loader default"
@@ -442,7 +443,9 @@ class TrainConfig:
         "flipped) and train only the last lora.last_n_blocks blocks, the fusion and the head; bypassed in full "
         "fine-tuning. false = run the backbone end to end every step",
     )
-    feature_cache_dtype: str = _field("fp16", "storage dtype of the cached tokens: fp16 (half the size) or fp32 (exact)")
+    feature_cache_dtype: str = _field(
+        "fp16", "storage dtype of the cached tokens: fp16 (half the size) or fp32 (exact)"
+    )
     feature_cache_dir: str | None = _field(
         None, "folder of the feature cache; null = features/ beside the aligned-clip cache (RAM for in-memory data)"
     )
@@ -459,7 +462,9 @@ class TrainConfig:
         if self.batch_size < 1 or self.steps < 1:
             raise ConfigError(f"train.batch_size and train.steps must be >= 1; got {self.batch_size}, {self.steps}")
         if self.val_subjects < 0 or (self.val_subjects >= 1 and self.val_subjects != int(self.val_subjects)):
-            raise ConfigError(f"train.val_subjects must be 0, a fraction in (0, 1) or a whole count; got {self.val_subjects}")
+            raise ConfigError(
+                f"train.val_subjects must be 0, a fraction in (0, 1) or a whole count; got {self.val_subjects}"
+            )
         if self.select == "val" and self.val_subjects == 0:
             raise ConfigError("train.select=val needs a validation split: set train.val_subjects > 0")
         if self.eval_every < 0:
@@ -507,7 +512,9 @@ class EvalConfig:
             raise ConfigError(f"eval.seeds repeats a seed: {list(self.seeds)}")
         bad = [m for m in self.metrics if m not in METRICS]
         if bad or not self.metrics:
-            raise ConfigError(f"eval.metrics must be a non-empty subset of {', '.join(METRICS)}; got {list(self.metrics)}")
+            raise ConfigError(
+                f"eval.metrics must be a non-empty subset of {', '.join(METRICS)}; got {list(self.metrics)}"
+            )
         for d in self.directions:
             a, sep, b = d.partition("->")
             if not sep or not a.strip() or not b.strip() or a.strip() == b.strip():

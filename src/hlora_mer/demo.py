@@ -32,8 +32,11 @@ def demo_config(overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig
 def synthme_root(workdir: Path, cfg: SynthConfig) -> Path:
     """The folder under ``workdir`` that holds SynthME for ``cfg`` (it may not exist yet)."""
     fields = dataclasses.asdict(cfg)
-    tag = "-".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in fields.items()
-                   if v != getattr(SynthConfig, k, None) or k in ("seed", "amplitude"))
+    tag = "-".join(
+        f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}"
+        for k, v in fields.items()
+        if v != getattr(SynthConfig, k, None) or k in ("seed", "amplitude")
+    )
     return Path(workdir) / f"synthme-{tag}"
 
 

@@ -34,8 +34,9 @@ def _temp_beside(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
 
 
 @contextmanager
-def atomic_open(path: str | Path, mode: str = "w", *, encoding: str | None = "utf-8",
-                newline: str | None = None) -> Iterator[IO]:
+def atomic_open(
+    path: str | Path, mode: str = "w", *, encoding: str | None = "utf-8", newline: str | None = None
+) -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing; on success it replaces ``path`` in one rename.
 
     On any error (or an interrupt) the temporary file is removed and ``path`` is left as it was.
@@ -94,7 +95,6 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
 
 
 def _dir_problem(path: Path, *, target: bool = True) -> str | None:

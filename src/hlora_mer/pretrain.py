@@ -87,8 +87,9 @@ def _normalise(frames: torch.Tensor) -> torch.Tensor:
     return (frames - mean) / std
 
 
-def motion_reconstruction_loss(backbone: DinoBackbone, decoder: MotionDecoder, frames: torch.Tensor,
-                               target_size: int) -> tuple[torch.Tensor, float]:
+def motion_reconstruction_loss(
+    backbone: DinoBackbone, decoder: MotionDecoder, frames: torch.Tensor, target_size: int
+) -> tuple[torch.Tensor, float]:
     """Loss and explained variance on a batch of ``(B, T, 3, S, S)`` frames in [0, 1]."""
     b, t = frames.shape[:2]
     target = motion_targets(frames, target_size)
@@ -154,8 +155,9 @@ def pretrain_backbone(
     return history
 
 
-def save_backbone_weights(backbone: DinoBackbone, path: str | Path, metadata: dict[str, Any] | None = None,
-                          dtype: torch.dtype = torch.float16) -> Path:
+def save_backbone_weights(
+    backbone: DinoBackbone, path: str | Path, metadata: dict[str, Any] | None = None, dtype: torch.dtype = torch.float16
+) -> Path:
     """Write the backbone's tensors (as ``dtype``) to a safetensors file, with string ``metadata``."""
     from safetensors.torch import save_file
 

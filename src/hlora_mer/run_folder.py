@@ -48,15 +48,36 @@ REPORT_FILE = "report.md"
 CONFUSION_FILE = "confusion.png"
 
 # Per sample, what a fold's result depends on (besides the settings): the columns of samples.csv.
-SAMPLE_COLUMNS: tuple[str, ...] = ("sample_id", "subject", "dataset", "label", "label_index", "onset", "apex",
-                                   "offset", "clip")
+SAMPLE_COLUMNS: tuple[str, ...] = (
+    "sample_id",
+    "subject",
+    "dataset",
+    "label",
+    "label_index",
+    "onset",
+    "apex",
+    "offset",
+    "clip",
+)
 EXCLUDED_COLUMNS: tuple[str, ...] = ("sample_id", "dataset", "subject", "emotion", "kind", "reason")
 
 # Settings that change only the report, not what is trained: a run may resume with other values.
-REPORT_ONLY: frozenset[str] = frozenset({
-    "name", "description", "output_dir", "eval.bootstrap", "eval.confidence", "eval.metrics", "eval.folds",
-    "train.device", "train.save_checkpoints", "data.preprocess_workers", "data.cache_dir", "train.feature_cache_dir",
-})
+REPORT_ONLY: frozenset[str] = frozenset(
+    {
+        "name",
+        "description",
+        "output_dir",
+        "eval.bootstrap",
+        "eval.confidence",
+        "eval.metrics",
+        "eval.folds",
+        "train.device",
+        "train.save_checkpoints",
+        "data.preprocess_workers",
+        "data.cache_dir",
+        "train.feature_cache_dir",
+    }
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -82,14 +103,18 @@ def read_config(run_dir: str | Path) -> ExperimentConfig:
     run_dir = Path(run_dir)
     path = run_dir / CONFIG_FILE
     if not path.is_file() or not (run_dir / FOLDS_FILE).is_file():
-        raise UserError(f"{run_dir} is not a run folder (no {CONFIG_FILE} / {FOLDS_FILE}); "
-                        "pass a folder written by 'hlora-mer train'")
+        raise UserError(
+            f"{run_dir} is not a run folder (no {CONFIG_FILE} / {FOLDS_FILE}); "
+            "pass a folder written by 'hlora-mer train'"
+        )
     return from_dict(ExperimentConfig, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
 
 
 def read_folds(run_dir: str | Path) -> list[Fold]:
-    return [Fold(f["name"], f["index"], tuple(f["train_ids"]), tuple(f["test_ids"]))
-            for f in read_json(Path(run_dir) / FOLDS_FILE)]
+    return [
+        Fold(f["name"], f["index"], tuple(f["train_ids"]), tuple(f["test_ids"]))
+        for f in read_json(Path(run_dir) / FOLDS_FILE)
+    ]
 
 
 def read_run_info(run_dir: str | Path) -> dict[str, Any]:
@@ -106,8 +131,10 @@ def read_result(run_dir: str | Path, seed: int, fold: Fold) -> dict[str, Any] | 
 
 
 def read_fold_predictions(run_dir: str | Path, seed: int, fold: Fold) -> pd.DataFrame:
-    return pd.read_csv(fold_dir(run_dir, seed, fold) / FOLD_PREDICTIONS,
-                       dtype={"sample_id": str, "subject": str, "fold": str, "dataset": str})
+    return pd.read_csv(
+        fold_dir(run_dir, seed, fold) / FOLD_PREDICTIONS,
+        dtype={"sample_id": str, "subject": str, "fold": str, "dataset": str},
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,8 +187,11 @@ def describe_changes(old: pd.DataFrame, new: pd.DataFrame, limit: int = 5) -> li
     added = [s for s in new.index if s not in old.index]
     changed = []
     for sid in old.index.intersection(new.index, sort=False):
-        diffs = [f"{c} {old.at[sid, c] or '-'} -> {new.at[sid, c] or '-'}" for c in SAMPLE_COLUMNS
-                 if old.at[sid, c] != new.at[sid, c]]
+        diffs = [
+            f"{c} {old.at[sid, c] or '-'} -> {new.at[sid, c] or '-'}"
+            for c in SAMPLE_COLUMNS
+            if old.at[sid, c] != new.at[sid, c]
+        ]
         if diffs:
             changed.append(f"{sid} ({'; '.join(diffs)})")
     for what, items in (("changed", changed), ("removed", removed), ("added", added)):
@@ -199,27 +229,38 @@ def check_resume(run_dir: str | Path, cfg: ExperimentConfig, folds: Sequence[Fol
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if diff:
         shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:5])
-        raise ConfigError(f"{run_dir} holds a run with other settings ({shown}); resume it with the same "
-                          f"config, or {afresh}")
-    finished = [(seed, fold, result) for seed in cfg.eval.seeds for fold in folds
-                if (result := read_result(run_dir, seed, fold)) is not None]
+        raise ConfigError(
+            f"{run_dir} holds a run with other settings ({shown}); resume it with the same config, or {afresh}"
+        )
+    finished = [
+        (seed, fold, result)
+        for seed in cfg.eval.seeds
+        for fold in folds
+        if (result := read_result(run_dir, seed, fold)) is not None
+    ]
     if not finished:
         return [f"{run_dir} holds no finished fold; starting it again"]
     new = parse_samples(samples_csv)
     old_path = run_dir / SAMPLES_FILE
     if not old_path.is_file():
-        raise ConfigError(f"{run_dir} has finished folds but no {SAMPLES_FILE}, so it cannot be checked that they "
-                          f"were trained on the same data; {afresh}")
+        raise ConfigError(
+            f"{run_dir} has finished folds but no {SAMPLES_FILE}, so it cannot be checked that they "
+            f"were trained on the same data; {afresh}"
+        )
     old = parse_samples(old_path.read_text(encoding="utf-8"))
     changes = describe_changes(old, new)
     if changes:
-        raise ConfigError(f"the data changed since {run_dir} was started, so its {len(finished)} finished fold "
-                          f"run(s) were trained on other data: {'; '.join(changes)}. Resuming would mix two "
-                          f"versions of the data; {afresh}")
+        raise ConfigError(
+            f"the data changed since {run_dir} was started, so its {len(finished)} finished fold "
+            f"run(s) were trained on other data: {'; '.join(changes)}. Resuming would mix two "
+            f"versions of the data; {afresh}"
+        )
     for seed, fold, result in finished:
         if result.get("ids_hash") != ids_hash(fold) or result.get("data_hash") != data_hash(new, fold):
-            raise ConfigError(f"{fold_dir(run_dir, seed, fold)} was trained on other samples than fold {fold.name} "
-                              f"has now (the data, the label scheme or the folds changed); {afresh}")
+            raise ConfigError(
+                f"{fold_dir(run_dir, seed, fold)} was trained on other samples than fold {fold.name} "
+                f"has now (the data, the label scheme or the folds changed); {afresh}"
+            )
     return [f"resuming the run in {run_dir}: {len(finished)} fold run(s) finished"]
 
 

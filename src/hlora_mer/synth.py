@@ -41,30 +41,55 @@ CLASSES = ("happiness", "surprise", "disgust", "repression", "others")
 ACTION_UNITS = {"happiness": "12", "surprise": "1+2", "disgust": "9+10", "repression": "17+24", "others": "4"}
 OBJECTIVE_CLASS = {"happiness": 1, "surprise": 5, "disgust": 3, "repression": 2, "others": 4}
 ANNOTATION_FILE = "CASME2-coding-20190701.xlsx"
-HEADER = ("Subject", "Filename", None, "OnsetFrame", "ApexFrame", "OffsetFrame", None,
-          "Action Units", "Estimated Emotion", "Objective Classes")
+HEADER = (
+    "Subject",
+    "Filename",
+    None,
+    "OnsetFrame",
+    "ApexFrame",
+    "OffsetFrame",
+    None,
+    "Action Units",
+    "Estimated Emotion",
+    "Objective Classes",
+)
 
 # The face in skimage.data.astronaut() (512 x 512): the crop that frames it, and landmarks measured once
 # with dlib's 68-point model (subject's right = image left).
 _CROP = (136.0, 35.0, 180.0)  # x0, y0, side in source pixels
 _LANDMARKS = {
-    "right_eye": (203.0, 101.5), "left_eye": (246.5, 104.0),
-    "right_brow_outer": (188.0, 91.0), "right_brow_inner": (214.0, 91.0),
-    "left_brow_inner": (238.0, 92.0), "left_brow_outer": (263.0, 96.0),
-    "nose_root": (225.0, 108.0), "nose_left": (234.0, 132.0), "nose_right": (214.0, 131.0),
-    "mouth_right": (201.0, 139.0), "mouth_left": (246.0, 141.0),
-    "upper_lip": (224.0, 140.0), "lower_lip": (222.0, 156.0), "chin": (220.0, 176.0),
+    "right_eye": (203.0, 101.5),
+    "left_eye": (246.5, 104.0),
+    "right_brow_outer": (188.0, 91.0),
+    "right_brow_inner": (214.0, 91.0),
+    "left_brow_inner": (238.0, 92.0),
+    "left_brow_outer": (263.0, 96.0),
+    "nose_root": (225.0, 108.0),
+    "nose_left": (234.0, 132.0),
+    "nose_right": (214.0, 131.0),
+    "mouth_right": (201.0, 139.0),
+    "mouth_left": (246.0, 141.0),
+    "upper_lip": (224.0, 140.0),
+    "lower_lip": (222.0, 156.0),
+    "chin": (220.0, 176.0),
 }
 
 # Each class: (landmark, direction of motion (dx, dy), radius in face-frame pixels at 224 px).
 _MOTIONS: dict[str, tuple[tuple[str, tuple[float, float], float], ...]] = {
     "happiness": (("mouth_right", (-0.6, -0.8), 9.0), ("mouth_left", (0.6, -0.8), 9.0)),
-    "surprise": (("right_brow_outer", (0.0, -1.0), 10.0), ("right_brow_inner", (0.0, -1.0), 10.0),
-                 ("left_brow_inner", (0.0, -1.0), 10.0), ("left_brow_outer", (0.0, -1.0), 10.0)),
+    "surprise": (
+        ("right_brow_outer", (0.0, -1.0), 10.0),
+        ("right_brow_inner", (0.0, -1.0), 10.0),
+        ("left_brow_inner", (0.0, -1.0), 10.0),
+        ("left_brow_outer", (0.0, -1.0), 10.0),
+    ),
     "disgust": (("nose_left", (-0.3, -1.0), 8.0), ("nose_right", (0.3, -1.0), 8.0), ("upper_lip", (0.0, -1.0), 9.0)),
     "repression": (("chin", (0.0, -1.0), 12.0), ("lower_lip", (0.0, -0.8), 8.0), ("upper_lip", (0.0, 0.5), 7.0)),
-    "others": (("right_brow_inner", (0.7, 0.7), 9.0), ("left_brow_inner", (-0.7, 0.7), 9.0),
-               ("nose_root", (0.0, 0.6), 8.0)),
+    "others": (
+        ("right_brow_inner", (0.7, 0.7), 9.0),
+        ("left_brow_inner", (-0.7, 0.7), 9.0),
+        ("nose_root", (0.0, 0.6), 8.0),
+    ),
 }
 _REFERENCE_SIZE = 224  # amplitudes and radii are given at this frame size
 
@@ -75,8 +100,10 @@ class SynthConfig:
 
     subjects: int = field(default=12, metadata={"help": "number of subjects (distinct identities)"})
     clips_per_class: int = field(default=3, metadata={"help": "clips of each class per subject"})
-    amplitude: float = field(default=2.5, metadata={"help": "motion at the apex, in pixels at 224 px: "
-                                                            "the difficulty knob; 0 removes the motion"})
+    amplitude: float = field(
+        default=2.5,
+        metadata={"help": "motion at the apex, in pixels at 224 px: the difficulty knob; 0 removes the motion"},
+    )
     min_frames: int = field(default=24, metadata={"help": "shortest clip, frames (CASME II: 24)"})
     max_frames: int = field(default=40, metadata={"help": "longest clip, frames"})
     frame_size: int = field(default=240, metadata={"help": "side of the square cropped frames written"})
@@ -178,8 +205,15 @@ def time_course(n_frames: int, apex_index: int) -> np.ndarray:
     return np.where(t <= apex_index, rise, 0.15 + 0.85 * fall).astype(np.float32)
 
 
-def render_clip(base: np.ndarray, identity: Identity, emotion: str, n_frames: int, apex_index: int,
-                cfg: SynthConfig, rng: np.random.Generator) -> np.ndarray:
+def render_clip(
+    base: np.ndarray,
+    identity: Identity,
+    emotion: str,
+    n_frames: int,
+    apex_index: int,
+    cfg: SynthConfig,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """``(n_frames, S, S, 3)`` uint8 frames of one clip."""
     import torch
     import torch.nn.functional as F
@@ -215,8 +249,11 @@ def render_clip(base: np.ndarray, identity: Identity, emotion: str, n_frames: in
     h, w = base.shape[:2]
     grid = np.stack([(src_x + 0.5) / w * 2 - 1, (src_y + 0.5) / h * 2 - 1], -1).astype(np.float32)
     image = torch.from_numpy(base).permute(2, 0, 1)[None].expand(n_frames, -1, -1, -1)
-    frames = F.grid_sample(image, torch.from_numpy(grid), mode="bilinear", padding_mode="border",
-                           align_corners=False).permute(0, 2, 3, 1).numpy()  # (T, S, S, 3)
+    frames = (
+        F.grid_sample(image, torch.from_numpy(grid), mode="bilinear", padding_mode="border", align_corners=False)
+        .permute(0, 2, 3, 1)
+        .numpy()
+    )  # (T, S, S, 3)
 
     direction = np.array([math.cos(identity.light_direction), math.sin(identity.light_direction)])
     ramp = ((xs - centre) * direction[0] + (ys - centre) * direction[1]) / size
@@ -237,8 +274,16 @@ def plan_clips(cfg: SynthConfig, rng: np.random.Generator) -> list[ClipSpec]:
             length = int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
             onset = int(rng.integers(1, 300))
             apex = onset + int(round((length - 1) * rng.uniform(0.3, 0.6)))
-            clips.append(ClipSpec(f"{s + 1:02d}", f"EP{k + 1:02d}_{int(rng.integers(1, 10)):02d}",
-                                  emotion, onset, apex, onset + length - 1))
+            clips.append(
+                ClipSpec(
+                    f"{s + 1:02d}",
+                    f"EP{k + 1:02d}_{int(rng.integers(1, 10)):02d}",
+                    emotion,
+                    onset,
+                    apex,
+                    onset + length - 1,
+                )
+            )
     return clips
 
 
@@ -251,14 +296,27 @@ def write_annotation(clips: list[ClipSpec], path: Path) -> None:
     sheet.title = "Sheet1"
     sheet.append(list(HEADER))
     for c in clips:
-        sheet.append([c.subject, c.filename, None, c.onset, c.apex, c.offset, None,
-                      ACTION_UNITS[c.emotion], c.emotion, OBJECTIVE_CLASS[c.emotion]])
+        sheet.append(
+            [
+                c.subject,
+                c.filename,
+                None,
+                c.onset,
+                c.apex,
+                c.offset,
+                None,
+                ACTION_UNITS[c.emotion],
+                c.emotion,
+                OBJECTIVE_CLASS[c.emotion],
+            ]
+        )
     with atomic_open(path, "wb") as handle:
         book.save(handle)
 
 
-def generate(out: str | Path, cfg: SynthConfig = SynthConfig(),
-             progress: Callable[[int, int], None] | None = None) -> list[ClipSpec]:
+def generate(
+    out: str | Path, cfg: SynthConfig = SynthConfig(), progress: Callable[[int, int], None] | None = None
+) -> list[ClipSpec]:
     """Write SynthME into ``out`` and return its clips. ``progress(done, total)`` is called per clip."""
     from PIL import Image
 

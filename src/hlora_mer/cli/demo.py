@@ -13,19 +13,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "synthme_vit backbone shipped with the package (or --backbone) and print ACC / UF1 / UAR next to "
         "chance level.",
     )
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="overrides of the demo experiment, e.g. train.steps=400 (see hlora_mer/configs/demo.yaml)")
-    p.add_argument("--workdir", default="runs/demo", help="where SynthME, the aligned clips and the run go "
-                   "(default: %(default)s)")
-    p.add_argument("--backbone", help="a registered backbone or a local checkpoint folder, e.g. dinov2_vits14 "
-                   "(pretrained weights from the Hugging Face cache) or test_vit_reg (tiny, random-init); "
-                   "default: synthme_vit, tiny and pretrained without labels on other SynthME identities")
-    p.add_argument("--amplitude", type=float, default=2.5, help="SynthME motion at the apex in pixels; 0 is the "
-                   "no-motion control (default: %(default)s)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="overrides of the demo experiment, e.g. train.steps=400 (see hlora_mer/configs/demo.yaml)",
+    )
+    p.add_argument(
+        "--workdir", default="runs/demo", help="where SynthME, the aligned clips and the run go (default: %(default)s)"
+    )
+    p.add_argument(
+        "--backbone",
+        help="a registered backbone or a local checkpoint folder, e.g. dinov2_vits14 "
+        "(pretrained weights from the Hugging Face cache) or test_vit_reg (tiny, random-init); "
+        "default: synthme_vit, tiny and pretrained without labels on other SynthME identities",
+    )
+    p.add_argument(
+        "--amplitude",
+        type=float,
+        default=2.5,
+        help="SynthME motion at the apex in pixels; 0 is the no-motion control (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0, help="SynthME seed (default: %(default)s)")
     p.add_argument("--subjects", type=int, default=12, help="SynthME subjects = LOSO folds (default: %(default)s)")
-    p.add_argument("--clips-per-class", type=int, default=3, help="SynthME clips per class and subject "
-                   "(default: %(default)s)")
+    p.add_argument(
+        "--clips-per-class", type=int, default=3, help="SynthME clips per class and subject (default: %(default)s)"
+    )
     p.set_defaults(func=demo)
 
 
@@ -51,8 +64,9 @@ def demo(args: argparse.Namespace) -> int:
         if spec is None or spec.hub_id is not None:  # DINOv2 proper: the paper's frame size
             chosen.append("model.image_size=224")
         overrides = [*chosen, *overrides]
-    synth_cfg = SynthConfig(amplitude=args.amplitude, seed=args.seed, subjects=args.subjects,
-                            clips_per_class=args.clips_per_class)
+    synth_cfg = SynthConfig(
+        amplitude=args.amplitude, seed=args.seed, subjects=args.subjects, clips_per_class=args.clips_per_class
+    )
     total = synth_cfg.subjects * synth_cfg.clips_per_class * 5
     root = synthme_root(workdir, synth_cfg)
     # The settings and every folder the demo writes are checked before SynthME is generated.
@@ -80,7 +94,9 @@ def demo(args: argparse.Namespace) -> int:
     chance = 100.0 / len(classes) if classes else float("nan")
     print()
     print(compare_runs([run_dir]))
-    print(f"chance level (a uniform random guess over {len(classes)} balanced classes): "
-          f"ACC {chance:.2f}, UF1 {chance:.2f}, UAR {chance:.2f}")
+    print(
+        f"chance level (a uniform random guess over {len(classes)} balanced classes): "
+        f"ACC {chance:.2f}, UF1 {chance:.2f}, UAR {chance:.2f}"
+    )
     print(f"report: {run_dir / 'report.md'}")
     return 0

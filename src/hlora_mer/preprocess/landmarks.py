@@ -60,6 +60,7 @@ class FaceLandmarks:
 
     def scaled(self, factor: float) -> FaceLandmarks:
         """The same landmarks in an image resized by ``factor`` (pixel-index coordinates)."""
+
         # A pixel centre at index i sits at continuous i + 0.5, which scales to factor * (i + 0.5).
         def s(a: np.ndarray) -> np.ndarray:
             return (a + 0.5) * factor - 0.5
@@ -168,7 +169,9 @@ class MediaPipeDetector:
                 "pins numpy<2, so use a separate environment): pip install 'hlora-mer[mediapipe]'"
             ) from err
         self._mesh = face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+            static_image_mode=True,
+            max_num_faces=1,
+            refine_landmarks=False,
             min_detection_confidence=min_detection_confidence,
         )
 

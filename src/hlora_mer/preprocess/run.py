@@ -46,7 +46,13 @@ logger = logging.getLogger(__name__)
 
 DETECTOR_CHOICES: tuple[str, ...] = (*DETECTORS, "none")
 REQUIRED_COLUMNS: tuple[str, ...] = (
-    "sample_id", "frame_paths", "frame_numbers", "video_path", "onset", "apex", "offset",
+    "sample_id",
+    "frame_paths",
+    "frame_numbers",
+    "video_path",
+    "onset",
+    "apex",
+    "offset",
 )
 # Upsampling levels tried on each candidate frame before moving on to the next one.
 UPSAMPLE_LEVELS: tuple[int, ...] = (0, 1)
@@ -200,8 +206,9 @@ def _plan(row: dict[str, Any], params: PreprocessParams, cache: ClipCache) -> _J
             raise DatasetError(f"frame file is missing: {err.filename}") from err
     elif video_path:
         video_path = str(video_path)
-        selected = select_frames(range(onset, offset + 1), onset, offset, params.num_frames, apex=apex,
-                                 mode=params.sampling)
+        selected = select_frames(
+            range(onset, offset + 1), onset, offset, params.num_frames, apex=apex, mode=params.sampling
+        )
         reference, files = onset, None
         try:
             tokens = [_stat_token(video_path)]
@@ -215,8 +222,9 @@ def _plan(row: dict[str, Any], params: PreprocessParams, cache: ClipCache) -> _J
     # Fewer distinct frames than asked for is expected of a clip shorter than t; in a longer span it means
     # frames are missing inside onset..offset and the clip would be trained as copies of a few frames.
     short = distinct < params.num_frames and offset - onset + 1 >= params.num_frames
-    return _Job(sample_id, str(cache.clip_path(sample_id)), fingerprint, selected, reference, files, video_path,
-                distinct, short)
+    return _Job(
+        sample_id, str(cache.clip_path(sample_id)), fingerprint, selected, reference, files, video_path, distinct, short
+    )
 
 
 def _read_frames(job: _Job) -> tuple[dict[int, np.ndarray], dict[str, str]]:
@@ -454,8 +462,10 @@ def preprocess_table(
             # Workers ignore Ctrl-C and end by themselves when this process ends (_watch_parent).
             with _children_ignore_sigint():
                 pool = cf.ProcessPoolExecutor(
-                    max_workers=min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker, initargs=(params, detector, os.getpid()),
+                    max_workers=min(workers, len(jobs)),
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_worker,
+                    initargs=(params, detector, os.getpid()),
                 )
             with pool:
                 with _children_ignore_sigint():  # the workers start with the first submissions
@@ -478,7 +488,11 @@ def preprocess_table(
     report.elapsed_s = time.perf_counter() - start
     logger.debug(
         "preprocess: %d done, %d up to date, %d failed in %.1f s -> %s",
-        len(report.done), len(report.skipped), len(report.failed), report.elapsed_s, cache.dir,
+        len(report.done),
+        len(report.skipped),
+        len(report.failed),
+        report.elapsed_s,
+        cache.dir,
     )
     return report
 
@@ -493,19 +507,26 @@ def _log_plan(report: PreprocessReport, cache: ClipCache, params: PreprocessPara
         details = [f"{sid} ({why})" for sid, why in report.recomputed.items()]
         logger.warning(
             "%d cached clip(s) in %s did not match the size or checksum recorded when they were written; "
-            "recomputed: %s", len(details), cache.dir, _first(details, 3),
+            "recomputed: %s",
+            len(details),
+            cache.dir,
+            _first(details, 3),
         )
     if cache.checksums_added:
         logger.info(
             "%d clip(s) of an older manifest had no checksum; they load as clips of the recorded shape and "
-            "their checksums are recorded now", len(cache.checksums_added),
+            "their checksums are recorded now",
+            len(cache.checksums_added),
         )
     if report.short:
         logger.warning(
             "%d clip(s) have fewer than %d distinct frames in onset..offset although the span is at least %d "
             "frames long (frames are missing from their folders), so their clips repeat frames: %s. "
             "Run 'hlora-mer data check' to list the missing frames, or exclude those clips.",
-            len(report.short), params.num_frames, params.num_frames, _first(report.short),
+            len(report.short),
+            params.num_frames,
+            params.num_frames,
+            _first(report.short),
         )
 
 

@@ -78,8 +78,12 @@ class _TensorDataset(Dataset):
         clip = self.clips[int(row["_pos"])]  # (T, 3, H, W)
         if flip:
             clip = clip.flip(-1)  # every frame along W, together
-        return {"clip": clip, "label": int(row["label_index"]), "sample_id": str(row["sample_id"]),
-                "subject": str(row["subject"])}
+        return {
+            "clip": clip,
+            "label": int(row["label_index"]),
+            "sample_id": str(row["sample_id"]),
+            "subject": str(row["subject"]),
+        }
 
 
 @dataclass
@@ -100,8 +104,12 @@ class TensorSource:
 
     def clip_fingerprints(self) -> dict[str, str]:
         """Per sample id, a hash of its clip's values."""
-        return {sid: hashlib.sha256(self.clips[i].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-                .hexdigest()[:16] for sid, i in self._pos.items()}
+        return {
+            sid: hashlib.sha256(
+                self.clips[i].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+            ).hexdigest()[:16]
+            for sid, i in self._pos.items()
+        }
 
     def dataset(self, sample_ids: Sequence[str], *, train: bool) -> Dataset:
         rows = self.table.set_index(self.table["sample_id"].astype(str)).loc[list(sample_ids)].reset_index(drop=True)
@@ -134,8 +142,9 @@ class CacheSource:
         from hlora_mer.training.clip_dataset import AlignedClipDataset
 
         rows = self.table.set_index(self.table["sample_id"].astype(str)).loc[list(sample_ids)].reset_index(drop=True)
-        return AlignedClipDataset(rows, self.cache_dir, train=train, flip_prob=self.flip_prob,
-                                  num_frames=self.num_frames)
+        return AlignedClipDataset(
+            rows, self.cache_dir, train=train, flip_prob=self.flip_prob, num_frames=self.num_frames
+        )
 
 
 def sample_records(source: DataSource) -> pd.DataFrame:
@@ -175,13 +184,20 @@ def load_labelled_table(cfg: ExperimentConfig) -> tuple[pd.DataFrame, tuple[str,
         loaded = load_dataset(name, root, version=cfg.data.versions.get(name), **(cfg.data.options.get(name) or {}))
         tables.append(loaded.table)
         excluded.append(loaded.excluded)
-        info[name] = {"root": str(root), "version": loaded.version, "annotation_md5": loaded.annotation_md5,
-                      "samples": len(loaded.table)}
+        info[name] = {
+            "root": str(root),
+            "version": loaded.version,
+            "annotation_md5": loaded.annotation_md5,
+            "samples": len(loaded.table),
+        }
     table = pd.concat(tables, ignore_index=True)
     labelled, dropped = apply_label_scheme(table, scheme)
     excluded.append(dropped)
-    all_excluded = pd.concat([e for e in excluded if len(e)], ignore_index=True) if any(len(e) for e in excluded) \
+    all_excluded = (
+        pd.concat([e for e in excluded if len(e)], ignore_index=True)
+        if any(len(e) for e in excluded)
         else pd.DataFrame(columns=["sample_id", "reason"])
+    )
     if labelled.empty:
 
         def reasons(rows: pd.DataFrame) -> str:
@@ -198,8 +214,10 @@ def load_labelled_table(cfg: ExperimentConfig) -> tuple[pd.DataFrame, tuple[str,
             left_out = [e for e in excluded[:-1] if len(e)]
             rows = pd.concat(left_out, ignore_index=True) if left_out else pd.DataFrame(columns=["kind", "reason"])
             check = " and ".join(f"'hlora-mer data check {n} {cfg.data.roots.get(n)}'" for n in cfg.data.datasets)
-            raise DatasetError(f"{head}: the loader kept 0 of {len(rows)} annotation rows "
-                               f"({reasons(rows) if len(rows) else 'the annotation has no rows'}); see {check}")
+            raise DatasetError(
+                f"{head}: the loader kept 0 of {len(rows)} annotation rows "
+                f"({reasons(rows) if len(rows) else 'the annotation has no rows'}); see {check}"
+            )
         column = scheme.source_column
         found = table[column].fillna("(blank)").astype(str).value_counts().to_dict() if column in table else {}
         raise DatasetError(
@@ -232,8 +250,13 @@ def build_source(
     from hlora_mer.preprocess.run import PreprocessParams, preprocess_table
 
     table, classes, excluded, info = load_labelled_table(cfg)
-    params = PreprocessParams(num_frames=cfg.model.num_frames, size=cfg.model.image_size, detector=cfg.data.detector,
-                              margin=cfg.data.margin, sampling=cfg.data.sampling)  # type: ignore[arg-type]
+    params = PreprocessParams(
+        num_frames=cfg.model.num_frames,
+        size=cfg.model.image_size,
+        detector=cfg.data.detector,
+        margin=cfg.data.margin,
+        sampling=cfg.data.sampling,
+    )  # type: ignore[arg-type]
     cache_root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.output_dir) / "cache"
     if check is not None:
         check(table)
@@ -241,8 +264,9 @@ def build_source(
         on_plan(len(table))
     report = preprocess_table(table, cache_root, params, workers=cfg.data.preprocess_workers, progress=progress)
     if report.failed:
-        logger.warning("%d clip(s) failed preprocessing and are left out (see %s)", len(report.failed),
-                       report.failures_path)
+        logger.warning(
+            "%d clip(s) failed preprocessing and are left out (see %s)", len(report.failed), report.failures_path
+        )
         failed = table[table["sample_id"].isin(report.failed)].copy()
         failed["reason"] = [f"preprocessing failed: {report.failed[s]}" for s in failed["sample_id"]]
         excluded = pd.concat([excluded, failed], ignore_index=True)

@@ -87,7 +87,7 @@ class FixedStepBatchSampler(Sampler[list[tuple[int, bool]]]):
             perm = torch.randperm(self.n, generator=gen).tolist()
             size = min(self.batch_size, self.n)
             for start in range(0, self.steps_per_epoch * size, size):
-                batch = perm[start:start + size]
+                batch = perm[start : start + size]
                 flip = (torch.rand(len(batch), generator=flips) < self.flip_prob).tolist()
                 yield list(zip(batch, flip, strict=True))
                 done += 1
@@ -142,8 +142,14 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset: Dataset, *, batch_size: int = 36, device: torch.device | str = "cpu",
-            precision: str = "fp32") -> Predictions:
+def predict(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 36,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+) -> Predictions:
     """Softmax probabilities of ``model`` on every sample of ``dataset`` (eval mode, no flips)."""
     device = torch.device(device)
     was_training = model.training
@@ -153,9 +159,14 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int = 36, device:
     probs: list[np.ndarray] = []
     # An explicit generator: iterating a DataLoader draws its base seed, which must not come from (and
     # shift) the global generator that training's dropout uses.
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(0),
-                        pin_memory=_loader_options(dataset, device, 0)["pin_memory"])
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(0),
+        pin_memory=_loader_options(dataset, device, 0)["pin_memory"],
+    )
     for batch in loader:
         with _autocast(device, precision):
             logits = forward_batch(model, batch, device)
@@ -164,8 +175,9 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int = 36, device:
         labels.extend(batch["label"].tolist())
     model.train(was_training)
     m = probs[0].shape[1] if probs else 0
-    return Predictions(ids, np.asarray(labels, dtype=np.int64),
-                       np.concatenate(probs) if probs else np.zeros((0, m), dtype=np.float32))
+    return Predictions(
+        ids, np.asarray(labels, dtype=np.int64), np.concatenate(probs) if probs else np.zeros((0, m), dtype=np.float32)
+    )
 
 
 def _autocast(device: torch.device, precision: str) -> Any:
@@ -246,9 +258,13 @@ def train_fixed_budget(
     sampler = FixedStepBatchSampler(len(train_set), cfg.batch_size, cfg.steps, seed, flip_prob)
     options = _loader_options(train_set, device, cfg.num_workers)
     loader = DataLoader(
-        train_set, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator().manual_seed(seed),
+        train_set,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(seed),
         persistent_workers=False,
-        worker_init_fn=(lambda w: seed_everything(seed + 1 + w)) if options["num_workers"] else None, **options,
+        worker_init_fn=(lambda w: seed_everything(seed + 1 + w)) if options["num_workers"] else None,
+        **options,
     )
     # fp16 autocast needs loss scaling; bf16 and fp32 do not (the scaler is a no-op when disabled).
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
@@ -295,12 +311,14 @@ def train_fixed_budget(
         if wants_eval and (step % eval_every == 0 or step == cfg.steps):
             point = EvalPoint(step)
             if val_set is not None and len(val_set) > 0:
-                point.val = score(predict(model, val_set, batch_size=cfg.batch_size, device=device,
-                                          precision=cfg.precision))
+                point.val = score(
+                    predict(model, val_set, batch_size=cfg.batch_size, device=device, precision=cfg.precision)
+                )
                 if cfg.select == "val" and point.val["uf1"] > best_val:
                     best_val = point.val["uf1"]
-                    best_state = copy.deepcopy(model.trainable_state_dict() if hasattr(model, "trainable_state_dict")
-                                               else model.state_dict())
+                    best_state = copy.deepcopy(
+                        model.trainable_state_dict() if hasattr(model, "trainable_state_dict") else model.state_dict()
+                    )
                     result.selected_step = step
             if leaky and test_set is not None and len(test_set) > 0:
                 test_pred = predict(model, test_set, batch_size=cfg.batch_size, device=device, precision=cfg.precision)

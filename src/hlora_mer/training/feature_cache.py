@@ -82,12 +82,15 @@ def clip_versions(source: Any) -> dict[str, str]:
     from hlora_mer.preprocess.cache import open_cache_dir
 
     entries = open_cache_dir(cache_dir).clips
-    return {sid: hashlib.sha1(json.dumps(entry, sort_keys=True, default=str).encode()).hexdigest()[:10]
-            for sid, entry in entries.items()}
+    return {
+        sid: hashlib.sha1(json.dumps(entry, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        for sid, entry in entries.items()
+    }
 
 
-def cache_key(model: Any, *, image_size: int, num_frames: int, preprocess_id: str, dtype: str,
-              compute: str = "fp32") -> dict[str, Any]:
+def cache_key(
+    model: Any, *, image_size: int, num_frames: int, preprocess_id: str, dtype: str, compute: str = "fp32"
+) -> dict[str, Any]:
     """The parameters the cached tokens depend on (hashed into the key folder's name).
 
     ``compute`` is the precision the prefix runs in (``train.precision``: bf16 / fp16 autocast on CUDA
@@ -133,9 +136,11 @@ class CacheReport:
 
     def describe(self) -> str:
         where = self.directory or "memory"
-        return (f"{self.clips} clips x {self.per_clip_shape} {self.dtype} = {self.bytes / 2**20:.1f} MiB in {where} "
-                f"(key {self.key}; {self.computed} computed now, {self.clips - self.computed} reused; "
-                f"served from {self.on_device})")
+        return (
+            f"{self.clips} clips x {self.per_clip_shape} {self.dtype} = {self.bytes / 2**20:.1f} MiB in {where} "
+            f"(key {self.key}; {self.computed} computed now, {self.clips - self.computed} reused; "
+            f"served from {self.on_device})"
+        )
 
 
 class FeatureCache:
@@ -146,8 +151,9 @@ class FeatureCache:
         root: folder under which the key folder is made; None keeps the arrays in RAM.
     """
 
-    def __init__(self, key: dict[str, Any], root: str | Path | None = None,
-                 versions: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, key: dict[str, Any], root: str | Path | None = None, versions: dict[str, str] | None = None
+    ) -> None:
         if key["dtype"] not in DTYPES:
             raise ConfigError(f"train.feature_cache_dtype must be one of {', '.join(DTYPES)}; got {key['dtype']!r}")
         self.key = key
@@ -192,8 +198,9 @@ class FeatureCache:
         try:
             with open(path, "rb") as handle:
                 version = np.lib.format.read_magic(handle)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
                 found_shape, _, found_dtype = read_header(handle)
                 offset = handle.tell()
         except FileNotFoundError:
@@ -245,9 +252,19 @@ class FeatureCache:
 
     # -- filling -----------------------------------------------------------------------------------
 
-    def fill(self, model: Any, dataset_factory: Callable[[list[str]], Dataset], sample_ids: Sequence[str], *,
-             batch_size: int, device: torch.device, num_frames: int, image_size: int,
-             precision: str = "fp32", num_workers: int = 0) -> int:
+    def fill(
+        self,
+        model: Any,
+        dataset_factory: Callable[[list[str]], Dataset],
+        sample_ids: Sequence[str],
+        *,
+        batch_size: int,
+        device: torch.device,
+        num_frames: int,
+        image_size: int,
+        precision: str = "fp32",
+        num_workers: int = 0,
+    ) -> int:
         """Compute the tokens of every sample id not cached yet; returns how many were computed.
 
         ``dataset_factory(ids)`` gives the un-flipped clips of ``ids`` (dict samples with ``clip``).
@@ -267,8 +284,13 @@ class FeatureCache:
                 missing.append(sid)
         if damaged:
             first = "; ".join(f"{sid}: {why}" for sid, why in list(damaged.items())[:3])
-            logger.warning("feature cache: %d stored file(s) in %s cannot be reused and are recomputed (%s%s)",
-                           len(damaged), self.dir, first, " ..." if len(damaged) > 3 else "")
+            logger.warning(
+                "feature cache: %d stored file(s) in %s cannot be reused and are recomputed (%s%s)",
+                len(damaged),
+                self.dir,
+                first,
+                " ..." if len(damaged) > 3 else "",
+            )
         if not missing:
             return 0
         per_clip = int(np.prod(shape)) * self.np_dtype.itemsize
@@ -285,8 +307,15 @@ class FeatureCache:
         logger.info("feature cache: computing the frozen prefix of %d clips (%.1f MiB)", len(missing), need / 2**20)
         was_training = model.training
         model.eval()
-        loader = DataLoader(dataset_factory(missing), batch_size=batch_size, shuffle=False, collate_fn=collate,
-                            num_workers=num_workers, generator=torch.Generator().manual_seed(0), pin_memory=device.type == "cuda")
+        loader = DataLoader(
+            dataset_factory(missing),
+            batch_size=batch_size,
+            shuffle=False,
+            collate_fn=collate,
+            num_workers=num_workers,
+            generator=torch.Generator().manual_seed(0),
+            pin_memory=device.type == "cuda",
+        )
         with torch.no_grad():
             for batch in loader:
                 clips = batch["clip"].to(device, non_blocking=True)
@@ -298,7 +327,7 @@ class FeatureCache:
                 both = torch.stack([plain, flipped], dim=1)  # (B*T, 2, L, d)
                 both = both.view(len(batch["sample_id"]), num_frames, 2, *both.shape[-2:]).transpose(1, 2)
                 both = both.to(self.torch_dtype).cpu()
-                for sid, tokens in zip(batch["sample_id"], both):
+                for sid, tokens in zip(batch["sample_id"], both, strict=True):
                     self.put(sid, tokens)
         model.train(was_training)
         return len(missing)
@@ -322,10 +351,14 @@ class FeatureCache:
         ids = list(dict.fromkeys(map(str, sample_ids)))
         first = self.get(ids[0]) if ids else torch.zeros(0)
         return CacheReport(
-            directory=str(self.dir) if self.dir else None, key=self.hash, clips=len(ids), computed=computed,
-            bytes=first.numel() * self.np_dtype.itemsize * len(ids), per_clip_shape=tuple(first.shape),
-            dtype=self.key["dtype"], on_device="gpu" if self._device is not None else
-            ("disk (memory-mapped)" if self.dir else "memory"),
+            directory=str(self.dir) if self.dir else None,
+            key=self.hash,
+            clips=len(ids),
+            computed=computed,
+            bytes=first.numel() * self.np_dtype.itemsize * len(ids),
+            per_clip_shape=tuple(first.shape),
+            dtype=self.key["dtype"],
+            on_device="gpu" if self._device is not None else ("disk (memory-mapped)" if self.dir else "memory"),
         )
 
 
@@ -352,8 +385,12 @@ class CachedTokenDataset(Dataset):
         index, flip = unpack_key(key)
         sid = self.sample_ids[index]
         both = self.cache.get(sid)
-        return {"tokens": both[1 if flip else 0], "label": self.labels[index], "sample_id": sid,
-                "subject": self.subjects[index]}
+        return {
+            "tokens": both[1 if flip else 0],
+            "label": self.labels[index],
+            "sample_id": sid,
+            "subject": self.subjects[index],
+        }
 
 
 class CachedSource:
@@ -367,7 +404,9 @@ class CachedSource:
     def dataset(self, sample_ids: Sequence[str], *, train: bool) -> Dataset:
         rows = self._rows.loc[list(map(str, sample_ids))].reset_index(drop=True)
         rows["sample_id"] = list(map(str, sample_ids))
-        return CachedTokenDataset(self.cache, rows, train=train, flip_prob=float(getattr(self.source, "flip_prob", 0.5)))
+        return CachedTokenDataset(
+            self.cache, rows, train=train, flip_prob=float(getattr(self.source, "flip_prob", 0.5))
+        )
 
 
 def default_root(cfg: Any, source: Any) -> Path | None:
@@ -380,8 +419,9 @@ def default_root(cfg: Any, source: Any) -> Path | None:
     return None
 
 
-def prepare_cached_source(cfg: Any, source: Any, model: Any, device: torch.device,
-                          sample_ids: Sequence[str] | None = None) -> tuple[CachedSource, CacheReport] | None:
+def prepare_cached_source(
+    cfg: Any, source: Any, model: Any, device: torch.device, sample_ids: Sequence[str] | None = None
+) -> tuple[CachedSource, CacheReport] | None:
     """Fill the cache for every sample of ``source`` with ``model``'s frozen prefix; None when no cache applies.
 
     The model must be built from ``cfg`` (its prefix weights are the pretrained or seeded backbone, the
@@ -393,19 +433,33 @@ def prepare_cached_source(cfg: Any, source: Any, model: Any, device: torch.devic
     if not prefix_is_frozen(model):
         logger.info("frozen-prefix feature cache: off (model.backbone.finetune=full trains every block)")
         return None
-    key = cache_key(model, image_size=cfg.model.image_size, num_frames=cfg.model.num_frames,
-                    preprocess_id=source_identity(source), dtype=cfg.train.feature_cache_dtype,
-                    compute=cfg.train.precision if device.type == "cuda" else "fp32")
+    key = cache_key(
+        model,
+        image_size=cfg.model.image_size,
+        num_frames=cfg.model.num_frames,
+        preprocess_id=source_identity(source),
+        dtype=cfg.train.feature_cache_dtype,
+        compute=cfg.train.precision if device.type == "cuda" else "fp32",
+    )
     cache = FeatureCache(key, default_root(cfg, source), clip_versions(source))
     ids = [str(s) for s in (sample_ids if sample_ids is not None else source.table["sample_id"])]
     model.to(device)
     computed = cache.fill(
-        model, lambda s: source.dataset(s, train=False), ids, batch_size=cfg.train.batch_size, device=device,
-        num_frames=cfg.model.num_frames, image_size=cfg.model.image_size, precision=cfg.train.precision,
+        model,
+        lambda s: source.dataset(s, train=False),
+        ids,
+        batch_size=cfg.train.batch_size,
+        device=device,
+        num_frames=cfg.model.num_frames,
+        image_size=cfg.model.image_size,
+        precision=cfg.train.precision,
         num_workers=cfg.train.num_workers,
     )
     cache.to_device(ids, device)
     report = cache.report(ids, computed)
-    logger.info("frozen-prefix feature cache: on; training runs only the last %d block(s), the fusion and the head. "
-                "%s", model.backbone.depth - model.frozen_blocks, report.describe())
+    logger.info(
+        "frozen-prefix feature cache: on; training runs only the last %d block(s), the fusion and the head. %s",
+        model.backbone.depth - model.frozen_blocks,
+        report.describe(),
+    )
     return CachedSource(source, cache), report

@@ -60,30 +60,13 @@ def git_commit() -> dict[str, Any]:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return {"commit": None, "dirty": None}
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                capture_output=True, text=True, timeout=10)
-        return {"commit": sha.stdout.strip(), "dirty": bool(status.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-
-
-def resolve_config(cfg: ExperimentConfig, classes: tuple[str, ...]) -> ExperimentConfig:
-    """``cfg`` with ``model.num_classes`` set from the label scheme's classes."""
-    if cfg.model.num_classes != len(classes):
-        logger.info("model.num_classes set to %d from label scheme %s", len(classes), cfg.data.label_scheme)
-    model = dataclasses.replace(cfg.model, num_classes=len(classes))
-    return dataclasses.replace(cfg, model=model, sweep={})
-
-
-def git_commit() -> dict[str, Any]:
-    """The commit of the source tree this package runs from, and whether it has local changes."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        if sha.returncode != 0:
-            return {"commit": None, "dirty": None}
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                capture_output=True, text=True, timeout=10)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return {"commit": sha.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
@@ -101,8 +84,9 @@ def resolve_config(cfg: ExperimentConfig, classes: tuple[str, ...]) -> Experimen
 # the run
 
 
-def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, source: DataSource, folds: list[Fold],
-                    excluded: pd.DataFrame | None = None) -> pd.DataFrame:
+def prepare_run_dir(
+    run_dir: Path, cfg: ExperimentConfig, source: DataSource, folds: list[Fold], excluded: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Create the run folder, or check that an existing one may resume with these settings and this data.
 
     Everything is checked before anything is written: a refused resume leaves every file as it was.
@@ -140,19 +124,22 @@ def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, source: DataSource, fo
     return rf.parse_samples(samples_csv)
 
 
-def _predictions_frame(pred: Predictions, source: DataSource, fold: Fold, seed: int,
-                       leaky: Predictions | None) -> pd.DataFrame:
+def _predictions_frame(
+    pred: Predictions, source: DataSource, fold: Fold, seed: int, leaky: Predictions | None
+) -> pd.DataFrame:
     rows = source.table.set_index(source.table["sample_id"].astype(str)).loc[pred.sample_ids]
     classes = list(source.classes)
-    frame = pd.DataFrame({
-        "sample_id": pred.sample_ids,
-        "subject": rows["subject"].astype(str).to_numpy(),
-        "dataset": rows["dataset"].astype(str).to_numpy(),
-        "label": [classes[i] for i in pred.labels],
-        "label_index": pred.labels,
-        "prediction": [classes[i] for i in pred.preds],
-        "prediction_index": pred.preds,
-    })
+    frame = pd.DataFrame(
+        {
+            "sample_id": pred.sample_ids,
+            "subject": rows["subject"].astype(str).to_numpy(),
+            "dataset": rows["dataset"].astype(str).to_numpy(),
+            "label": [classes[i] for i in pred.labels],
+            "label_index": pred.labels,
+            "prediction": [classes[i] for i in pred.preds],
+            "prediction_index": pred.preds,
+        }
+    )
     for i, c in enumerate(classes):
         frame[f"prob_{c}"] = pred.probs[:, i].astype(np.float64) if len(pred.probs) else []
     frame["fold"] = fold.name
@@ -186,15 +173,23 @@ def plan_fold_runs(cfg: ExperimentConfig, table: pd.DataFrame) -> list[FoldRun]:
     runs = []
     for seed in cfg.eval.seeds:
         for fold in folds:
-            train_ids, val_ids = validation_split(table, fold.train_ids, cfg.train.val_subjects,
-                                                  derive_seed(seed, fold.index, 1), fold=fold.name)
+            train_ids, val_ids = validation_split(
+                table, fold.train_ids, cfg.train.val_subjects, derive_seed(seed, fold.index, 1), fold=fold.name
+            )
             runs.append(FoldRun(seed, fold, train_ids, val_ids))
     return runs
 
 
-def run_fold(cfg: ExperimentConfig, source: DataSource, job: FoldRun, run_dir: Path, *,
-             samples: pd.DataFrame | None = None, model_factory: ModelFactory = default_model_factory,
-             callbacks: RunCallbacks | None = None) -> dict:
+def run_fold(
+    cfg: ExperimentConfig,
+    source: DataSource,
+    job: FoldRun,
+    run_dir: Path,
+    *,
+    samples: pd.DataFrame | None = None,
+    model_factory: ModelFactory = default_model_factory,
+    callbacks: RunCallbacks | None = None,
+) -> dict:
     """Train and evaluate one fold for one seed; write its files; return its result record."""
     from hlora_mer.evaluation.metrics import scores
 
@@ -212,19 +207,42 @@ def run_fold(cfg: ExperimentConfig, source: DataSource, job: FoldRun, run_dir: P
     val_set = source.dataset(val_ids, train=False) if val_ids else None
     test_set = source.dataset(fold.test_ids, train=False) if fold.test_ids else None
     leaky = cfg.eval.leaky_best_epoch and test_set is not None
-    logger.info("fold %s (seed %d): %d train, %d val, %d test samples", fold.name, seed, len(train_ids),
-                len(val_ids), len(fold.test_ids))
+    logger.info(
+        "fold %s (seed %d): %d train, %d val, %d test samples",
+        fold.name,
+        seed,
+        len(train_ids),
+        len(val_ids),
+        len(fold.test_ids),
+    )
     result = train_fixed_budget(
-        model, train_set, cfg.train, seed=fold_seed, device=device, val_set=val_set, test_set=test_set,
-        leaky=leaky, score_fn=lambda p: scores(p.labels, p.preds, m), on_step=cb.on_step,
+        model,
+        train_set,
+        cfg.train,
+        seed=fold_seed,
+        device=device,
+        val_set=val_set,
+        test_set=test_set,
+        leaky=leaky,
+        score_fn=lambda p: scores(p.labels, p.preds, m),
+        on_step=cb.on_step,
     )
     record: dict[str, Any] = {
-        "fold": fold.name, "index": fold.index, "seed": seed, "fold_seed": fold_seed, "ids_hash": rf.ids_hash(fold),
+        "fold": fold.name,
+        "index": fold.index,
+        "seed": seed,
+        "fold_seed": fold_seed,
+        "ids_hash": rf.ids_hash(fold),
         "data_hash": rf.data_hash(samples, fold),
-        "n_train": len(train_ids), "n_val": len(val_ids), "n_test": len(fold.test_ids),
+        "n_train": len(train_ids),
+        "n_val": len(val_ids),
+        "n_test": len(fold.test_ids),
         "val_subjects": sorted(source.table.set_index("sample_id").loc[list(val_ids), "subject"].astype(str).unique())
-        if val_ids else [],
-        "steps": result.steps, "final_loss": result.final_loss, "selected_step": result.selected_step,
+        if val_ids
+        else [],
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "selected_step": result.selected_step,
         "curve": [dataclasses.asdict(p) for p in result.curve],
     }
     if test_set is not None:
@@ -235,10 +253,19 @@ def run_fold(cfg: ExperimentConfig, source: DataSource, job: FoldRun, run_dir: P
         if result.leaky_best:
             record["leaky_best"] = {"step": result.leaky_best["step"], "acc": result.leaky_best["acc"]}
     if cfg.train.save_checkpoints:
-        _save_checkpoint_atomic(model, cfg, out / rf.CHECKPOINT_DIR, source.classes,
-                                {"fold": fold.name, "seed": seed, "train_subjects":
-                                 sorted(source.table.set_index("sample_id").loc[list(train_ids), "subject"]
-                                        .astype(str).unique())})
+        _save_checkpoint_atomic(
+            model,
+            cfg,
+            out / rf.CHECKPOINT_DIR,
+            source.classes,
+            {
+                "fold": fold.name,
+                "seed": seed,
+                "train_subjects": sorted(
+                    source.table.set_index("sample_id").loc[list(train_ids), "subject"].astype(str).unique()
+                ),
+            },
+        )
     atomic_write_text(out / rf.RESULT_FILE, json.dumps(record, indent=1, default=float) + "\n")  # marks the fold done
     return record
 
@@ -249,15 +276,17 @@ def predict_with(model: Any, dataset: Any, cfg: ExperimentConfig, device: Any) -
     return predict(model, dataset, batch_size=cfg.train.batch_size, device=device, precision=cfg.train.precision)
 
 
-def _save_checkpoint_atomic(model: Any, cfg: ExperimentConfig, directory: Path, classes: tuple[str, ...],
-                            extra: dict[str, Any]) -> None:
+def _save_checkpoint_atomic(
+    model: Any, cfg: ExperimentConfig, directory: Path, classes: tuple[str, ...], extra: dict[str, Any]
+) -> None:
     from hlora_mer.models.checkpoint import save_checkpoint
 
     atomic_write_dir(directory, lambda tmp: save_checkpoint(model, cfg.model, tmp, list(classes), extra=extra))
 
 
-def with_feature_cache(cfg: ExperimentConfig, source: DataSource,
-                       model_factory: ModelFactory = default_model_factory) -> DataSource:
+def with_feature_cache(
+    cfg: ExperimentConfig, source: DataSource, model_factory: ModelFactory = default_model_factory
+) -> DataSource:
     """``source`` serving cached frozen-prefix tokens (filled now for every sample), or ``source`` itself
     when the cache is off or impossible (full fine-tuning). Every fold's model has the same frozen prefix
     (the pretrained or seeded backbone), so one fill serves all folds and seeds."""

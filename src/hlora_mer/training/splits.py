@@ -44,8 +44,12 @@ class Fold:
         return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "index": self.index, "train_ids": list(self.train_ids),
-                "test_ids": list(self.test_ids)}
+        return {
+            "name": self.name,
+            "index": self.index,
+            "train_ids": list(self.train_ids),
+            "test_ids": list(self.test_ids),
+        }
 
 
 def _check(table: pd.DataFrame) -> None:
@@ -67,10 +71,7 @@ def loso_folds(table: pd.DataFrame) -> list[Fold]:
         raise DatasetError(f"LOSO needs at least two subjects; the table has {subjects}")
     ids = table["sample_id"].astype(str).to_numpy()
     subj = table["subject"].astype(str).to_numpy()
-    return [
-        Fold(s, i, tuple(ids[subj != s]), tuple(ids[subj == s]))
-        for i, s in enumerate(subjects)
-    ]
+    return [Fold(s, i, tuple(ids[subj != s]), tuple(ids[subj == s])) for i, s in enumerate(subjects)]
 
 
 def hde_folds(table: pd.DataFrame, directions: tuple[str, ...] | list[str] = ()) -> list[Fold]:
@@ -99,8 +100,9 @@ def all_folds(table: pd.DataFrame) -> list[Fold]:
     return [Fold("all", 0, tuple(table["sample_id"].astype(str)), ())]
 
 
-def make_folds(table: pd.DataFrame, protocol: str, directions: tuple[str, ...] = (),
-               only: tuple[str, ...] = ()) -> list[Fold]:
+def make_folds(
+    table: pd.DataFrame, protocol: str, directions: tuple[str, ...] = (), only: tuple[str, ...] = ()
+) -> list[Fold]:
     """The folds of ``protocol`` (``loso``, ``composite``, ``hde`` or ``all``), optionally only those named."""
     if protocol in ("loso", "composite"):
         folds = loso_folds(table)
@@ -119,8 +121,9 @@ def make_folds(table: pd.DataFrame, protocol: str, directions: tuple[str, ...] =
     return folds
 
 
-def validation_split(table: pd.DataFrame, train_ids: tuple[str, ...], amount: float,
-                     seed: int, *, fold: str | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def validation_split(
+    table: pd.DataFrame, train_ids: tuple[str, ...], amount: float, seed: int, *, fold: str | None = None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Hold out whole subjects from the training ids: ``amount`` is a fraction (< 1) or a count (>= 1).
 
     Returns ``(train_ids, val_ids)``; at least one subject stays in training. ``amount == 0`` returns
