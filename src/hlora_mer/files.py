@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 _CHUNK = 1 << 20
 
@@ -46,7 +46,7 @@ def atomic_open(
     path = Path(path)
     fd, tmp = _temp_beside(path)
     try:
-        kwargs = {} if mode == "wb" else {"encoding": encoding, "newline": newline}
+        kwargs: dict[str, Any] = {} if mode == "wb" else {"encoding": encoding, "newline": newline}
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
         os.replace(tmp, path)

@@ -24,9 +24,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -180,6 +180,11 @@ def data_hash(samples: pd.DataFrame, fold: Fold) -> str:
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 
+def _cell(samples: pd.DataFrame, sample_id: Hashable, column: str) -> str:
+    """One cell of a :func:`parse_samples` table (pandas-stubs types it as any scalar; it is read as str)."""
+    return cast(str, samples.at[sample_id, column])
+
+
 def describe_changes(old: pd.DataFrame, new: pd.DataFrame, limit: int = 5) -> list[str]:
     """Human lines naming the samples whose records differ between two :func:`parse_samples` tables."""
     lines = []
@@ -188,9 +193,9 @@ def describe_changes(old: pd.DataFrame, new: pd.DataFrame, limit: int = 5) -> li
     changed = []
     for sid in old.index.intersection(new.index, sort=False):
         diffs = [
-            f"{c} {old.at[sid, c] or '-'} -> {new.at[sid, c] or '-'}"
+            f"{c} {_cell(old, sid, c) or '-'} -> {_cell(new, sid, c) or '-'}"
             for c in SAMPLE_COLUMNS
-            if old.at[sid, c] != new.at[sid, c]
+            if _cell(old, sid, c) != _cell(new, sid, c)
         ]
         if diffs:
             changed.append(f"{sid} ({'; '.join(diffs)})")

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import pandas as pd
 
@@ -195,7 +195,7 @@ def read_sheet(
         if suffix == ".csv":
             frame = pd.read_csv(path, header=header, dtype=str, keep_default_na=False, skip_blank_lines=True)
         else:
-            engine = "xlrd" if suffix == ".xls" else None
+            engine: Literal["xlrd"] | None = "xlrd" if suffix == ".xls" else None
             with pd.ExcelFile(path, engine=engine) as book:
                 names = list(book.sheet_names)
                 if isinstance(sheet, str) and sheet not in names:
@@ -272,7 +272,7 @@ def apply_fixes(raw: pd.DataFrame, fixes: Iterable[Fix], *, version: str | None,
             if holds and (fix.condition is None or fix.condition(row)):
                 for col, value in fix.replace.items():
                     raw.at[idx, col] = value
-                notes.append(f"fixed row {raw.at[idx, 'source_row']}: {fix.describe()}")
+                notes.append(f"fixed row {raw.at[idx, 'source_row']!s}: {fix.describe()}")
                 logger.info("%s: %s", dataset, notes[-1])
             else:
                 held = {col: row[col] for col in (fix.expect or fix.replace)}
@@ -335,9 +335,10 @@ def build_loaded(
     dropped: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
 
-    for rec in raw.to_dict("records"):
+    # pandas-stubs types column labels as Hashable; the raw frame's are the RAW_FIELDS names.
+    for cells in cast(list[dict[str, Any]], raw.to_dict("records")):
         # A loader that rewrites a column (subject canonical forms) gets NaN back for its None cells.
-        rec = {k: None if _is_missing(v) else v for k, v in rec.items()}
+        rec: dict[str, Any] = {k: None if _is_missing(v) else v for k, v in cells.items()}
         row: dict[str, Any] = {
             "dataset": dataset,
             "subject": f"{dataset}/{rec['subject_raw']}",

@@ -115,9 +115,9 @@ def resolve_annotation(
             raise DatasetError(f"{spec.name}: annotation file {path} does not exist")
         return path
     assert version is not None
-    path = first_existing(root, spec.annotations[version])
-    if path is not None:
-        return path
+    found = first_existing(root, spec.annotations[version])
+    if found is not None:
+        return found
     others = [v for v in spec.versions if v != version and first_existing(root, spec.annotations[v]) is not None]
     if others:
         hint = (

@@ -50,7 +50,8 @@ class Problem:
 def _ranges(numbers: list[int]) -> str:
     """``[3, 4, 5, 9]`` -> ``3-5, 9``."""
     out: list[str] = []
-    start = prev = None
+    start: int | None = None
+    prev = 0  # the end of the current run; read only once start is set
     for n in sorted(numbers):
         if start is None:
             start = prev = n
@@ -92,6 +93,7 @@ def check_dataset(loaded: LoadedDataset, num_frames: int = 8, *, images: str = "
     if num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
     problems: list[Problem] = []
+    row: Any  # a pandas row: pandas-stubs types its fields as any scalar, the loaders write strings
     for row in loaded.excluded.itertuples(index=False):
         if row.kind not in _MEMBERSHIP_KINDS:
             problems.append(Problem(row.sample_id, row.kind, row.reason, "excluded"))

@@ -96,12 +96,13 @@ def read_video_frames(path: str | Path, frame_numbers: Sequence[int]) -> np.ndar
 def count_video_frames(path: str | Path) -> int:
     """Number of frames a video decodes to (decodes the whole stream; exact, not the header's estimate)."""
     av = _import_av()
+    errors: tuple[type[BaseException], ...] = (*_decode_errors(av), IndexError)
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             return sum(1 for _ in container.decode(stream))
-    except (*_decode_errors(av), IndexError) as err:
+    except errors as err:
         raise DatasetError(f"cannot decode video {path}: {err}") from err
 
 

@@ -70,8 +70,15 @@ def load_fold_predictions(run_dir: Path) -> tuple[pd.DataFrame, list[dict[str, A
     return preds, results, len(folds) * len(cfg.eval.seeds)
 
 
+def _seed_key(key: Any) -> int:
+    """A ``seed`` group key as an int (pandas-stubs types group keys as any hashable; the column holds ints)."""
+    return int(key)
+
+
 def _seed_scores(preds: pd.DataFrame, m: int, column: str = "prediction_index") -> dict[int, dict[str, float]]:
-    return {int(s): scores(g["label_index"].to_numpy(), g[column].to_numpy(), m) for s, g in preds.groupby("seed")}
+    return {
+        _seed_key(s): scores(g["label_index"].to_numpy(), g[column].to_numpy(), m) for s, g in preds.groupby("seed")
+    }
 
 
 def _agg(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -139,10 +146,10 @@ def compute_metrics(
     per_fold = []
     for (seed, fold), g in preds.groupby(["seed", "fold"], sort=False):
         s = scores(g["label_index"].to_numpy(), g["prediction_index"].to_numpy(), m)
-        rec = next((r for r in results if r["fold"] == fold and int(r["seed"]) == int(seed)), {})
+        rec = next((r for r in results if r["fold"] == fold and int(r["seed"]) == _seed_key(seed)), {})
         row = {
             "fold": str(fold),
-            "seed": int(seed),
+            "seed": _seed_key(seed),
             "n_test": int(len(g)),
             "classes_present": int(g["label_index"].nunique()),
             **{k: s[k] for k in ("acc", "uf1", "uar")},

@@ -21,12 +21,18 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import torch
 from torch import nn
 
 from hlora_mer.errors import BackboneNotFoundError, ConfigError
+
+if TYPE_CHECKING:
+    from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+    # The transformers model a DinoBackbone wraps (with or without register tokens).
+    DinoModel: TypeAlias = Dinov2Model | Dinov2WithRegistersModel
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +57,10 @@ class BackboneSpec:
     weights_file: str | None = None  # weights shipped inside this package (path relative to hlora_mer/)
     about: str = ""  # one line for people: what the weights are
 
-    def hf_config(self) -> Any:
+    def hf_config(self) -> Dinov2Config | Dinov2WithRegistersConfig:
         from transformers import Dinov2Config, Dinov2WithRegistersConfig
 
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             hidden_size=self.hidden_size,
             num_hidden_layers=self.num_layers,
             num_attention_heads=self.num_heads,
@@ -168,7 +174,7 @@ def resolve_spec(name: str) -> BackboneSpec:
     )
 
 
-def _model_class(spec: BackboneSpec) -> type:
+def _model_class(spec: BackboneSpec) -> type[Dinov2Model] | type[Dinov2WithRegistersModel]:
     from transformers import Dinov2Model, Dinov2WithRegistersModel
 
     return Dinov2WithRegistersModel if spec.registers else Dinov2Model
@@ -177,13 +183,15 @@ def _model_class(spec: BackboneSpec) -> type:
 def _missing_weights_message(name: str, spec: BackboneSpec, err: Exception) -> str:
     from huggingface_hub.constants import HF_HUB_CACHE
 
+    hub_id = spec.hub_id
+    assert hub_id is not None, "only a hub backbone has weights to download"
     return (
-        f"the weights of backbone {name!r} ({spec.hub_id}) are not in the Hugging Face cache ({HF_HUB_CACHE}) "
+        f"the weights of backbone {name!r} ({hub_id}) are not in the Hugging Face cache ({HF_HUB_CACHE}) "
         f"and could not be downloaded ({type(err).__name__}). On a machine with internet access run\n"
-        f"    hf download {spec.hub_id}\n"
-        f"and copy its cache folder models--{spec.hub_id.replace('/', '--')} into {HF_HUB_CACHE} here, or run\n"
-        f"    hf download {spec.hub_id} --local-dir /path/to/{spec.hub_id.split('/')[-1]}\n"
-        f"and pass that folder as the backbone (backbone.name=/path/to/{spec.hub_id.split('/')[-1]}). "
+        f"    hf download {hub_id}\n"
+        f"and copy its cache folder models--{hub_id.replace('/', '--')} into {HF_HUB_CACHE} here, or run\n"
+        f"    hf download {hub_id} --local-dir /path/to/{hub_id.split('/')[-1]}\n"
+        f"and pass that folder as the backbone (backbone.name=/path/to/{hub_id.split('/')[-1]}). "
         "For a run without weights, use backbone.pretrained=false or the tiny test_vit backbone."
     )
 
@@ -214,14 +222,19 @@ def packaged_weights_path(spec: BackboneSpec) -> Path:
     return Path(str(resources.files("hlora_mer").joinpath(spec.weights_file)))
 
 
-def _empty_model(spec: BackboneSpec) -> nn.Module:
+def _empty_model(spec: BackboneSpec) -> DinoModel:
     """The transformers model for ``spec``, freshly initialised (SDPA attention)."""
+    from transformers import Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
     config = spec.hf_config()
     config._attn_implementation = "sdpa"
-    return _model_class(spec)(config)
+    # hf_config builds the registers config exactly when spec.registers: the class _model_class(spec) names.
+    if isinstance(config, Dinov2WithRegistersConfig):
+        return Dinov2WithRegistersModel(config)
+    return Dinov2Model(config)
 
 
-def _load_packaged(name: str, spec: BackboneSpec) -> tuple[nn.Module, str]:
+def _load_packaged(name: str, spec: BackboneSpec) -> tuple[DinoModel, str]:
     """Load weights shipped inside the package, strictly (every tensor, no extra one)."""
     from safetensors.torch import load
 
@@ -319,7 +332,7 @@ def local_weights_digest(folder: str | Path, before: dict[str, tuple[str, int, i
     return digest.hexdigest()
 
 
-def _load_pretrained(name: str, spec: BackboneSpec) -> tuple[nn.Module, str]:
+def _load_pretrained(name: str, spec: BackboneSpec) -> tuple[DinoModel, str]:
     """Load weights strictly from the package, the HF cache (downloading if allowed) or a local directory."""
     if spec.weights_file is not None:
         return _load_packaged(name, spec)
@@ -330,14 +343,20 @@ def _load_pretrained(name: str, spec: BackboneSpec) -> tuple[nn.Module, str]:
         )
     source = str(Path(name).expanduser()) if spec.hub_id is None else spec.hub_id
     stats = _stat_keys(local_weight_files(source)) if spec.hub_id is None else {}
+    # from_pretrained is annotated as returning the model alone; with output_loading_info it returns (model, info).
     try:
         try:
-            model, info = cls.from_pretrained(source, local_files_only=True, output_loading_info=True)
+            model, info = cast(
+                "tuple[DinoModel, dict[str, Any]]",
+                cls.from_pretrained(source, local_files_only=True, output_loading_info=True),
+            )
         except OSError as err:
             if spec.hub_id is None or not _hub_reachable():
                 raise err
             logger.info("%s is not in the Hugging Face cache; trying to download it", spec.hub_id)
-            model, info = cls.from_pretrained(source, output_loading_info=True)
+            model, info = cast(
+                "tuple[DinoModel, dict[str, Any]]", cls.from_pretrained(source, output_loading_info=True)
+            )
     except OSError as err:
         if spec.hub_id is None:
             raise BackboneNotFoundError(
@@ -369,14 +388,15 @@ def _load_pretrained(name: str, spec: BackboneSpec) -> tuple[nn.Module, str]:
 class DinoBackbone(nn.Module):
     """A DINOv2 model with the prefix / suffix split. Input: normalised pixels ``(N, 3, H, W)``."""
 
-    def __init__(self, model: nn.Module, name: str, weights_id: str) -> None:
+    def __init__(self, model: DinoModel, name: str, weights_id: str) -> None:
         super().__init__()
         self.model = model
         self.name = name
         self.weights_id = weights_id  # identity of the weights, stored with every checkpoint
         self.embed_dim: int = model.config.hidden_size
         self.depth: int = model.config.num_hidden_layers
-        self.patch_size: int = model.config.patch_size
+        # transformers allows non-square patches (a pair); DINOv2 checkpoints have square ones (an int).
+        self.patch_size: int = cast(int, model.config.patch_size)
         self.num_prefix_tokens: int = 1 + getattr(model.config, "num_register_tokens", 0)
 
     @property

@@ -159,7 +159,12 @@ class HierarchicalFusion(nn.Module):
     """IFFA and/or STFA, each pooled, concatenated (eq. 13 before g). ``(B, T, d) -> (B, out_features)``."""
 
     def __init__(
-        self, iffa: nn.Module | None, stfa: SpatioTemporalAggregator | None, dim: int, num_frames: int, pooling: str
+        self,
+        iffa: InterFrameAggregator | ChainGraphAttention | None,
+        stfa: SpatioTemporalAggregator | None,
+        dim: int,
+        num_frames: int,
+        pooling: str,
     ) -> None:
         super().__init__()
         if iffa is None and stfa is None:
@@ -194,11 +199,12 @@ class TemporalMean(nn.Module):
         return feats.mean(dim=1), None
 
 
-def build_fusion(cfg: FusionConfig, dim: int, num_frames: int) -> nn.Module:
+def build_fusion(cfg: FusionConfig, dim: int, num_frames: int) -> HierarchicalFusion | TemporalMean:
     """The fusion module of ``cfg`` for d = ``dim`` features over T = ``num_frames`` frames."""
     if cfg.variant == "none":
         return TemporalMean(dim)
-    iffa = stfa = None
+    iffa: InterFrameAggregator | ChainGraphAttention | None = None
+    stfa: SpatioTemporalAggregator | None = None
     if cfg.variant in ("full", "no_stfa"):
         out_dim = cfg.iffa_dim or dim
         if cfg.iffa == "paper":

@@ -14,12 +14,16 @@ References: Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models" (202
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from hlora_mer.config import LoRAConfig
 from hlora_mer.errors import ConfigError
 from hlora_mer.models.backbones import DinoBackbone
+
+if TYPE_CHECKING:
+    from peft.tuners.lora import LoraLayer
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +64,7 @@ def apply_lora(backbone: DinoBackbone, cfg: LoRAConfig) -> list[str]:
 
     peft_cfg = PeftLoraConfig(
         r=cfg.rank,
-        lora_alpha=cfg.alpha,
+        lora_alpha=cfg.alpha,  # type: ignore[arg-type]  # peft annotates int; it only divides alpha by r
         lora_dropout=cfg.dropout,
         target_modules=targets,
         bias="none",
@@ -71,7 +75,7 @@ def apply_lora(backbone: DinoBackbone, cfg: LoRAConfig) -> list[str]:
     return targets
 
 
-def lora_layers(module: nn.Module) -> list[nn.Module]:
+def lora_layers(module: nn.Module) -> list[LoraLayer]:
     from peft.tuners.lora import LoraLayer
 
     return [m for m in module.modules() if isinstance(m, LoraLayer)]

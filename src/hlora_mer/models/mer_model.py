@@ -11,6 +11,7 @@ Shapes: clips ``(B, T, 3, H, W)`` (normalised with DINOv2's ImageNet mean/std) -
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Literal, overload
 
 import torch
 from torch import nn
@@ -56,6 +57,19 @@ class MERModel(nn.Module):
         frozen = self.frozen_blocks > 0 or not any(p.requires_grad for p in self.backbone.model.embeddings.parameters())
         with torch.no_grad() if frozen else nullcontext():
             return self.backbone.prefix(frames, self.frozen_blocks)
+
+    @overload
+    def forward_from_prefix(self, tokens: torch.Tensor, with_attention: Literal[False] = False) -> torch.Tensor: ...
+
+    @overload
+    def forward_from_prefix(
+        self, tokens: torch.Tensor, with_attention: Literal[True]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+    @overload
+    def forward_from_prefix(
+        self, tokens: torch.Tensor, with_attention: bool
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]: ...
 
     def forward_from_prefix(
         self, tokens: torch.Tensor, with_attention: bool = False

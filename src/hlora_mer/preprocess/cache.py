@@ -160,7 +160,9 @@ class ClipCache:
         """Whether the sample's clip was made from the same source files and frames, and its file is intact
         (:meth:`clip_problem`)."""
         entry = self._clips.get(sample_id)
-        return bool(entry) and entry.get("fingerprint") == fingerprint and self.clip_problem(sample_id) is None
+        if not entry:
+            return False
+        return entry.get("fingerprint") == fingerprint and self.clip_problem(sample_id) is None
 
     def _check_bytes(self, sample_id: str, data: bytes) -> str | None:
         entry = self._clips[sample_id]

@@ -182,7 +182,7 @@ class MediaPipeDetector:
             from PIL import Image
 
             h, w = image.shape[:2]
-            image = np.asarray(Image.fromarray(image).resize((w * factor, h * factor), Image.BILINEAR))
+            image = np.asarray(Image.fromarray(image).resize((w * factor, h * factor), Image.Resampling.BILINEAR))
         result = self._mesh.process(image)
         if not result.multi_face_landmarks:
             return None

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -191,7 +191,7 @@ def _plan(row: dict[str, Any], params: PreprocessParams, cache: ClipCache) -> _J
     onset, offset = int(row["onset"]), int(row["offset"])
     apex = None if pd.isna(row["apex"]) else int(row["apex"])
     frame_paths = tuple(row["frame_paths"] or ())
-    video_path = row["video_path"] if isinstance(row["video_path"], (str, os.PathLike)) else None
+    video_path = str(row["video_path"]) if isinstance(row["video_path"], (str, os.PathLike)) else None
     if frame_paths:
         numbers = tuple(int(n) for n in row["frame_numbers"])
         if len(numbers) != len(frame_paths):
@@ -205,7 +205,6 @@ def _plan(row: dict[str, Any], params: PreprocessParams, cache: ClipCache) -> _J
         except FileNotFoundError as err:
             raise DatasetError(f"frame file is missing: {err.filename}") from err
     elif video_path:
-        video_path = str(video_path)
         selected = select_frames(
             range(onset, offset + 1), onset, offset, params.num_frames, apex=apex, mode=params.sampling
         )
@@ -429,7 +428,8 @@ def preprocess_table(
             progress(result)
 
     jobs: list[_Job] = []
-    for row in table[list(REQUIRED_COLUMNS)].to_dict("records"):
+    # pandas-stubs types column labels as Hashable; the table's are the REQUIRED_COLUMNS names.
+    for row in cast(list[dict[str, Any]], table[list(REQUIRED_COLUMNS)].to_dict("records")):
         try:
             job = _plan(row, params, cache)
         except (UserError, ValueError, OSError) as err:

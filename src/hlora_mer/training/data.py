@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pandas as pd
 import torch
@@ -105,7 +105,7 @@ class TensorSource:
     def clip_fingerprints(self) -> dict[str, str]:
         """Per sample id, a hash of its clip's values."""
         return {
-            sid: hashlib.sha256(
+            str(sid): hashlib.sha256(
                 self.clips[i].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
             ).hexdigest()[:16]
             for sid, i in self._pos.items()
@@ -233,7 +233,7 @@ def build_source(
     *,
     progress: Callable[[Any], None] | None = None,
     on_plan: Callable[[int], None] | None = None,
-    check: Callable[[pd.DataFrame], None] | None = None,
+    check: Callable[[pd.DataFrame], object] | None = None,
 ) -> tuple[CacheSource, pd.DataFrame]:
     """The data of an experiment, preprocessed into the cache: ``(source, excluded rows)``.
 
@@ -247,6 +247,7 @@ def build_source(
         check: called with the labelled table before preprocessing starts (e.g. to make the folds), so that
             a protocol that cannot be run fails before any clip is aligned.
     """
+    from hlora_mer.data.sampling import SamplingMode
     from hlora_mer.preprocess.run import PreprocessParams, preprocess_table
 
     table, classes, excluded, info = load_labelled_table(cfg)
@@ -255,8 +256,8 @@ def build_source(
         size=cfg.model.image_size,
         detector=cfg.data.detector,
         margin=cfg.data.margin,
-        sampling=cfg.data.sampling,
-    )  # type: ignore[arg-type]
+        sampling=cast(SamplingMode, cfg.data.sampling),  # the config checked it is one of SAMPLING_MODES
+    )
     cache_root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.output_dir) / "cache"
     if check is not None:
         check(table)

@@ -20,9 +20,9 @@ import copy
 import logging
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -107,6 +107,26 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+@runtime_checkable
+class _PrefixModel(Protocol):
+    """A model that also runs from cached prefix tokens (``MERModel``)."""
+
+    def forward_from_prefix(self, tokens: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class _TrainableStateModel(Protocol):
+    """A model that names the tensors that train (``MERModel``)."""
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]: ...
+
+
+def _size(dataset: Dataset) -> int:
+    """``len(dataset)``: torch's Dataset declares no ``__len__``; every dataset trained on here has one."""
+    assert isinstance(dataset, Sized), f"{type(dataset).__name__} has no length"
+    return len(dataset)
+
+
 def forward_batch(model: nn.Module, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
     """Logits of a collated batch: end to end from ``clip``, or from cached prefix ``tokens`` (B, T, L, d).
 
@@ -114,6 +134,8 @@ def forward_batch(model: nn.Module, batch: dict[str, Any], device: torch.device)
     picks the compute dtype as it does for the uncached path.
     """
     if "tokens" in batch:
+        # cached tokens come only for a model that has forward_from_prefix (the runner checks)
+        assert isinstance(model, _PrefixModel), f"{type(model).__name__} cannot run from cached tokens"
         tokens = batch["tokens"].to(device, non_blocking=True).float()
         return model.forward_from_prefix(tokens.flatten(0, 1))
     return model(batch["clip"].to(device, non_blocking=True))
@@ -255,7 +277,7 @@ def train_fixed_budget(
     optimizer = build_optimizer(model, cfg)
     loss_fn = nn.CrossEntropyLoss()
     flip_prob = float(getattr(train_set, "flip_prob", 0.0)) if getattr(train_set, "train", False) else 0.0
-    sampler = FixedStepBatchSampler(len(train_set), cfg.batch_size, cfg.steps, seed, flip_prob)
+    sampler = FixedStepBatchSampler(_size(train_set), cfg.batch_size, cfg.steps, seed, flip_prob)
     options = _loader_options(train_set, device, cfg.num_workers)
     loader = DataLoader(
         train_set,
@@ -269,7 +291,9 @@ def train_fixed_budget(
     # fp16 autocast needs loss scaling; bf16 and fp32 do not (the scaler is a no-op when disabled).
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
     eval_every = cfg.eval_every or sampler.steps_per_epoch
-    wants_eval = (val_set is not None and len(val_set) > 0) or (leaky and test_set is not None and len(test_set) > 0)
+    wants_eval = (val_set is not None and _size(val_set) > 0) or (
+        leaky and test_set is not None and _size(test_set) > 0
+    )
 
     def default_score(p: Predictions) -> dict[str, float]:
         m = p.probs.shape[1] if p.probs.ndim == 2 and len(p.probs) else 2
@@ -310,17 +334,17 @@ def train_fixed_budget(
             loss_value = report((step, loss.detach()))
         if wants_eval and (step % eval_every == 0 or step == cfg.steps):
             point = EvalPoint(step)
-            if val_set is not None and len(val_set) > 0:
+            if val_set is not None and _size(val_set) > 0:
                 point.val = score(
                     predict(model, val_set, batch_size=cfg.batch_size, device=device, precision=cfg.precision)
                 )
                 if cfg.select == "val" and point.val["uf1"] > best_val:
                     best_val = point.val["uf1"]
                     best_state = copy.deepcopy(
-                        model.trainable_state_dict() if hasattr(model, "trainable_state_dict") else model.state_dict()
+                        model.trainable_state_dict() if isinstance(model, _TrainableStateModel) else model.state_dict()
                     )
                     result.selected_step = step
-            if leaky and test_set is not None and len(test_set) > 0:
+            if leaky and test_set is not None and _size(test_set) > 0:
                 test_pred = predict(model, test_set, batch_size=cfg.batch_size, device=device, precision=cfg.precision)
                 point.test = score(test_pred)
                 # max-over-epochs test accuracy, as the official code's best_acc (first maximum wins)

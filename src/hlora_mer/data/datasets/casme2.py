@@ -15,6 +15,7 @@ The 20190701 file reproduces the HLoRA-MER paper's counts (5-class 249, 3-class 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,7 @@ def load_casme2(
     else:
         notes.append(f"frames from {frames_root}")
 
-    def locate(rec: dict[str, Any]) -> Path | None:
+    def locate(rec: Mapping[str, Any]) -> Path | None:
         if frames_root is None:
             return None
         folder = frames_root / f"sub{rec['subject_raw']}" / rec["clip"]

@@ -16,6 +16,7 @@ The HLoRA-MER paper's 943 samples cannot be rebuilt from either distributed file
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ def load_casme3(root: Path, *, annotation: Path, version: str, require_frames: b
 
     frames_root = next((root / d for d in FRAME_FOLDERS if (root / d).is_dir()), root)
 
-    def locate(rec: dict[str, Any]) -> Path | None:
+    def locate(rec: Mapping[str, Any]) -> Path | None:
         subject = find_child(frames_root, rec["subject_raw"])
         # One v2 row writes the video letter in upper case ('J'); accept either case on disk.
         video = find_child(subject, rec["clip"]) if subject is not None else None

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ def _load_manifest_like(
             target = candidate if candidate.is_absolute() else base / candidate
         paths[rec["source_row"]] = target
 
-    def locate(rec: dict[str, Any]) -> Path | None:
+    def locate(rec: Mapping[str, Any]) -> Path | None:
         target = paths.get(rec["source_row"])
         if target is not None and (target.exists() or target.suffix.lower() in VIDEO_EXTENSIONS):
             return target

@@ -131,7 +131,8 @@ def load_megc2019(
     if len(wanted) != len(gt):
         raise DatasetError(f"megc2019: {annotation.name} lists some clips twice")
     trimmed: dict[str, LoadedDataset] = {}
-    mismatches, missing = [], []
+    mismatches: list[str] = []
+    missing: list[str] = []
     for name, part in parts.items():
         table = part.table
         keys = list(zip(table["dataset"], table["subject_raw"], table["clip"], strict=True))

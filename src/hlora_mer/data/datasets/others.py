@@ -44,7 +44,7 @@ def _load_sheet_dataset(
     name: str,
     columns: Mapping[str, str | None],
     required: tuple[str, ...],
-    locate: Callable[[dict[str, Any]], Path | None],
+    locate: Callable[[Mapping[str, Any]], Path | None],
     fps: float,
     require_frames: bool,
     version: str | None,
@@ -96,7 +96,7 @@ def load_mmew(
     """
     frames_root = _first_dir(root, ("MMEW_Final/Micro_Expression", "Micro_Expression"))
 
-    def locate(rec: dict[str, Any]) -> Path | None:
+    def locate(rec: Mapping[str, Any]) -> Path | None:
         emotion = (rec["emotion"] or "").lower()
         # tvaranka/meb rewrites others -> repression before building paths: releases differ.
         for folder in (emotion, "repression" if emotion == "others" else None):
@@ -148,7 +148,7 @@ def load_casme(
     """
     frames_root = _first_dir(root, ("CASME_raw_selected", "CASME_RAW_selected", "CASME_Cropped"))
 
-    def locate(rec: dict[str, Any]) -> Path | None:
+    def locate(rec: Mapping[str, Any]) -> Path | None:
         folder = frames_root / f"sub{rec['subject_raw']}" / rec["clip"]
         return folder if folder.is_dir() else None
 
@@ -193,7 +193,7 @@ def load_4dme(
     """
     frames_root = _first_dir(root, ("gray_micro", "gray_micro_crop"))
 
-    def locate(rec: dict[str, Any]) -> Path | None:
+    def locate(rec: Mapping[str, Any]) -> Path | None:
         folder = frames_root / rec["subject_raw"] / rec["clip"]
         return folder if folder.is_dir() else None
 
@@ -286,7 +286,7 @@ def load_cas_me_2(
     raw["subject_raw"] = [subjects.get(str(int(s)) if s and s.isdigit() else s, s) for s in raw["subject_raw"]]
     frames_root = _first_dir(root, ("rawpic", "selectedpic", "cropped"))
 
-    def locate(rec: dict[str, Any]) -> Path | None:
+    def locate(rec: Mapping[str, Any]) -> Path | None:
         subject_dir = find_child(frames_root, rec["subject_raw"])
         video = rec["clip"].rsplit("_", 1)[0].lower()
         code = videos.get(video)

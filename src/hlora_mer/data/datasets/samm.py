@@ -107,7 +107,7 @@ def load_samm(root: Path, *, annotation: Path, version: str, require_frames: boo
 
     frames_root = next((root / d for d in FRAME_FOLDERS if (root / d).is_dir()), root)
 
-    def locate(rec: dict[str, Any]) -> Path | None:
+    def locate(rec: Mapping[str, Any]) -> Path | None:
         folder = frames_root / rec["subject_raw"] / rec["clip"]
         return folder if folder.is_dir() else None
 
