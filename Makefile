@@ -19,7 +19,12 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/hlora-mer demo
 
+LINTED := src tests benchmarks tools
+
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy src
 	$(PY) -m pytest -q
 
 clean:
