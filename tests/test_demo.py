@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from hlora_mer.cli import main
 from hlora_mer.demo import demo_config, ensure_synthme
 from hlora_mer.synth import SynthConfig
@@ -36,6 +38,7 @@ _SMALL = [
 ]
 
 
+@pytest.mark.slow  # the whole demo: SynthME, alignment, LOSO
 def test_demo_runs_end_to_end_and_prints_the_table_next_to_chance(tmp_path, capsys):
     assert main(["demo", "--workdir", str(tmp_path), *_SMALL]) == 0
     out = capsys.readouterr().out
@@ -51,6 +54,7 @@ def test_demo_runs_end_to_end_and_prints_the_table_next_to_chance(tmp_path, caps
     assert "name: synthme_vit" in config and "pretrained: true" in config
 
 
+@pytest.mark.slow  # the whole demo: SynthME, alignment, LOSO
 def test_demo_says_when_its_backbone_is_random_init(tmp_path, capsys):
     assert main(["demo", "--workdir", str(tmp_path), "--backbone", "test_vit_reg", *_SMALL]) == 0
     out = capsys.readouterr().out

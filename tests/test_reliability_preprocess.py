@@ -250,6 +250,7 @@ def _alive(psutil, procs) -> list:
     return alive
 
 
+@pytest.mark.slow  # starts real worker processes and signals them
 def test_workers_die_with_a_killed_parent_and_leave_no_partial_clip(tmp_path) -> None:
     psutil = pytest.importorskip("psutil")
     proc, out = _start(tmp_path)
@@ -270,6 +271,7 @@ def test_workers_die_with_a_killed_parent_and_leave_no_partial_clip(tmp_path) ->
         assert np.load(path).shape == (2, 16, 16, 3)
 
 
+@pytest.mark.slow  # starts real worker processes and signals them
 def test_ctrl_c_while_workers_start_prints_no_traceback(tmp_path) -> None:
     psutil = pytest.importorskip("psutil")
     proc, out = _start(tmp_path, n_clips=6, delay=0.05)
