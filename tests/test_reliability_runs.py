@@ -78,7 +78,7 @@ def test_resume_with_a_removed_sample_is_refused_before_writing(tmp_path) -> Non
     )
     before = _snapshot(tmp_path / "run")
     keep = (source.table["sample_id"] != "toy/01/clip00").to_numpy()
-    smaller = TensorSource(source.table[keep], source.clips[keep], source.classes)
+    smaller = TensorSource(source.table[keep], source.clips[torch.from_numpy(keep.copy())], source.classes)
     with pytest.raises(ConfigError, match=r"1 sample\(s\) removed: toy/01/clip00"):
         run_experiment(tiny_experiment(), tmp_path / "run", smaller)
     assert _snapshot(tmp_path / "run") == before
