@@ -53,6 +53,11 @@ def test_loso_run_folder(tmp_path) -> None:
     assert info["hlora_mer_version"] and "commit" in info and info["classes"] == list(CLASSES)
     model, meta = load_checkpoint(run / "folds" / "seed0" / "toy__01" / "checkpoint")
     assert meta["labels"] == list(CLASSES) and meta["fold"] == "toy/01"
+    # what a new clip needs to be prepared as this model was trained: the same preprocessing identity
+    assert meta["label_scheme"] == "casme2_3cls" and meta["preprocess"]["num_frames"] == 8
+    assert meta["preprocess"]["detector"] == "none" and meta["preprocess"]["size"] == 28
+    result = json.loads((run / "folds" / "seed0" / "toy__01" / "result.json").read_text())
+    assert len(result["losses"]) == 2 and result["losses"][-1] == result["final_loss"]
     assert "toy/01" not in meta["train_subjects"]
     assert "| tiny |" in compare_runs([run])
 

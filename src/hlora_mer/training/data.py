@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import pandas as pd
 import torch
@@ -28,6 +28,9 @@ from torch.utils.data import Dataset
 
 from hlora_mer.config import ExperimentConfig
 from hlora_mer.errors import DatasetError
+
+if TYPE_CHECKING:
+    from hlora_mer.preprocess.run import PreprocessParams
 
 logger = logging.getLogger(__name__)
 
@@ -228,6 +231,20 @@ def load_labelled_table(cfg: ExperimentConfig) -> tuple[pd.DataFrame, tuple[str,
     return labelled.reset_index(drop=True), tuple(scheme.classes), all_excluded, info
 
 
+def preprocess_params(cfg: ExperimentConfig) -> PreprocessParams:
+    """The preprocessing an experiment's clips go through (and any clip its model is later applied to)."""
+    from hlora_mer.data.sampling import SamplingMode
+    from hlora_mer.preprocess.run import PreprocessParams
+
+    return PreprocessParams(
+        num_frames=cfg.model.num_frames,
+        size=cfg.model.image_size,
+        detector=cfg.data.detector,
+        margin=cfg.data.margin,
+        sampling=cast(SamplingMode, cfg.data.sampling),  # the config checked it is one of SAMPLING_MODES
+    )
+
+
 def build_source(
     cfg: ExperimentConfig,
     *,
@@ -247,17 +264,10 @@ def build_source(
         check: called with the labelled table before preprocessing starts (e.g. to make the folds), so that
             a protocol that cannot be run fails before any clip is aligned.
     """
-    from hlora_mer.data.sampling import SamplingMode
-    from hlora_mer.preprocess.run import PreprocessParams, preprocess_table
+    from hlora_mer.preprocess.run import preprocess_table
 
     table, classes, excluded, info = load_labelled_table(cfg)
-    params = PreprocessParams(
-        num_frames=cfg.model.num_frames,
-        size=cfg.model.image_size,
-        detector=cfg.data.detector,
-        margin=cfg.data.margin,
-        sampling=cast(SamplingMode, cfg.data.sampling),  # the config checked it is one of SAMPLING_MODES
-    )
+    params = preprocess_params(cfg)
     cache_root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.output_dir) / "cache"
     if check is not None:
         check(table)

@@ -234,6 +234,7 @@ class TrainResult:
     final_loss: float
     selected_step: int
     curve: list[EvalPoint] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)  # the training loss of every step, in order
     leaky_best: dict[str, Any] | None = None  # {"step", "acc", "predictions"}; comparison only
 
 
@@ -312,6 +313,7 @@ def train_fixed_budget(
         at, value = item[0], float(item[1])
         if not math.isfinite(value):
             raise FloatingPointError(f"training loss became {value} at step {at}; lower train.lr")
+        result.losses.append(value)
         if on_step is not None:
             on_step(at, cfg.steps, value)
         return value

@@ -27,7 +27,7 @@ from hlora_mer import __version__
 from hlora_mer import run_folder as rf
 from hlora_mer.config import ExperimentConfig, to_yaml
 from hlora_mer.files import atomic_write_dir, atomic_write_text
-from hlora_mer.training.data import DataSource, sample_records
+from hlora_mer.training.data import DataSource, preprocess_params, sample_records
 from hlora_mer.training.engine import Predictions, derive_seed, resolve_device, seed_everything, train_fixed_budget
 from hlora_mer.training.splits import Fold, make_folds, validation_split
 
@@ -244,6 +244,7 @@ def run_fold(
         "final_loss": result.final_loss,
         "selected_step": result.selected_step,
         "curve": [dataclasses.asdict(p) for p in result.curve],
+        "losses": result.losses,
     }
     if test_set is not None:
         pred = predict_with(model, test_set, cfg, device)
@@ -259,6 +260,11 @@ def run_fold(
             out / rf.CHECKPOINT_DIR,
             source.classes,
             {
+                "experiment": cfg.name,
+                "protocol": cfg.eval.protocol,
+                "label_scheme": cfg.data.label_scheme,
+                # how a new clip must be prepared for this model: the same sampling and alignment
+                "preprocess": preprocess_params(cfg).identity(),
                 "fold": fold.name,
                 "seed": seed,
                 "train_subjects": sorted(
