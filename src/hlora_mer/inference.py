@@ -1,0 +1,139 @@
+"""Applying a trained model outside its run: find its checkpoint, rebuild it, prepare new clips as it was trained.
+
+``predict``, ``export`` and ``explain`` all start here:
+
+- :func:`resolve_checkpoint` turns what the user names (a run folder, a fold folder or a checkpoint folder)
+  into one checkpoint folder, or says which ones there are to choose from;
+- :func:`load_trained` rebuilds the model on its backbone (refusing a backbone with other weights unless
+  allowed) and returns the preprocessing its clips went through;
+- new clips are prepared by the same code as ``hlora-mer preprocess`` (``hlora_mer.preprocess.run``), with
+  the parameters stored in the checkpoint, so a clip is sampled and aligned exactly as in training.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hlora_mer.errors import UserError
+
+if TYPE_CHECKING:
+    from hlora_mer.models.mer_model import MERModel
+    from hlora_mer.preprocess.run import PreprocessParams
+
+logger = logging.getLogger(__name__)
+
+
+def _checkpoints_under(folder: Path) -> list[Path]:
+    from hlora_mer.models.checkpoint import META_FILE
+
+    return sorted(p.parent for p in folder.rglob(META_FILE))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint folder that ``path`` names.
+
+    ``path`` may be a checkpoint folder (``checkpoint.json`` + ``model.safetensors``), a fold folder holding
+    ``checkpoint/``, or a run folder with exactly one checkpoint (an all-subjects run, ``eval.protocol=all``).
+
+    Raises:
+        UserError: nothing there, or several checkpoints (a LOSO run has one per fold): the message lists them.
+    """
+    from hlora_mer.models.checkpoint import META_FILE
+    from hlora_mer.run_folder import CHECKPOINT_DIR
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist; pass a run folder of 'hlora-mer train' or a checkpoint folder")
+    if (path / META_FILE).is_file():
+        return path
+    if (path / CHECKPOINT_DIR / META_FILE).is_file():
+        return path / CHECKPOINT_DIR
+    found = _checkpoints_under(path) if path.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UserError(
+            f"{path} holds no checkpoint ({META_FILE} + model.safetensors); pass a run folder of 'hlora-mer "
+            "train' (train.save_checkpoints=true) or a checkpoint folder"
+        )
+    shown = "\n".join(f"  {p}" for p in found[:8]) + (f"\n  ... and {len(found) - 8} more" if len(found) > 8 else "")
+    raise UserError(
+        f"{path} holds {len(found)} checkpoints (one per fold and seed); pass one of them, or train a model on "
+        f"every subject with eval.protocol=all (configs/all_subjects_*.yaml):\n{shown}"
+    )
+
+
+@dataclass
+class TrainedModel:
+    """A model rebuilt from its checkpoint, with what is needed to apply it to new clips."""
+
+    model: MERModel
+    meta: dict[str, Any]
+    checkpoint: Path
+    labels: list[str]
+    params: PreprocessParams
+
+    @property
+    def num_frames(self) -> int:
+        return self.params.num_frames
+
+    @property
+    def image_size(self) -> int:
+        return self.params.size
+
+
+def preprocess_params_of(meta: dict[str, Any], checkpoint: Path) -> PreprocessParams:
+    """The preprocessing a checkpoint's model was trained on (from its ``checkpoint.json``, or, for a
+    checkpoint written before it recorded them, from the ``config.yaml`` of the run folder around it)."""
+    from hlora_mer.preprocess.run import PreprocessParams
+
+    ident = meta.get("preprocess")
+    if ident is None:
+        from hlora_mer.run_folder import CONFIG_FILE, read_config
+        from hlora_mer.training.data import preprocess_params
+
+        for parent in checkpoint.parents:
+            if (parent / CONFIG_FILE).is_file():
+                return preprocess_params(read_config(parent))
+        raise UserError(
+            f"{checkpoint} records neither the preprocessing its model was trained on nor sits in a run folder "
+            "whose config.yaml does; retrain it with this version of hlora-mer"
+        )
+    fields = {
+        "num_frames": "num_frames",
+        "size": "size",
+        "detector": "detector",
+        "margin": "margin",
+        "sampling": "sampling",
+        "fill": "fill",
+    }
+    return PreprocessParams(**{k: ident[v] for k, v in fields.items() if v in ident})
+
+
+def load_trained(path: str | Path, *, allow_mismatch: bool = False, map_location: str = "cpu") -> TrainedModel:
+    """Resolve ``path`` (:func:`resolve_checkpoint`) and rebuild its model, in eval mode.
+
+    Raises:
+        UserError: no single checkpoint there, or its backbone's weights are not those it was trained on
+            (unless ``allow_mismatch``).
+    """
+    from hlora_mer.models.checkpoint import load_checkpoint
+
+    checkpoint = resolve_checkpoint(path)
+    model, meta = load_checkpoint(checkpoint, map_location, allow_mismatch=allow_mismatch)
+    labels = meta.get("labels")
+    if not labels:
+        raise UserError(f"{checkpoint} records no label names; retrain it with this version of hlora-mer")
+    params = preprocess_params_of(meta, checkpoint)
+    cfg = model.config
+    assert cfg is not None  # load_checkpoint builds the model from its config
+    if params.num_frames != cfg.num_frames or params.size != cfg.image_size:
+        raise UserError(
+            f"{checkpoint} is inconsistent: its model takes {cfg.num_frames} frames of {cfg.image_size} px "
+            f"but its preprocessing makes {params.num_frames} of {params.size} px"
+        )
+    model.eval()
+    return TrainedModel(model, meta, checkpoint, list(labels), params)
