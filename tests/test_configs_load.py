@@ -84,3 +84,18 @@ def test_paper_recipe_is_the_default() -> None:
     assert (cfg.train.optimizer, cfg.train.lr, cfg.train.batch_size, cfg.train.steps) == ("adam", 1e-3, 36, 600)
     assert cfg.train.select == "last" and not cfg.eval.leaky_best_epoch
     assert (cfg.model.lora.last_n_blocks, cfg.model.lora.rank, cfg.model.num_frames) == (2, 16, 8)
+
+
+@pytest.mark.parametrize("name", ["synthme_fig3_lora_depth", "synthme_table9_hfm_ablation"])
+def test_synthme_studies_train_exactly_as_the_demo(name: str) -> None:
+    """The miniature studies differ from `make demo` only in their sweep, seeds and names."""
+    import dataclasses
+
+    from hlora_mer.demo import demo_config
+
+    study = load_experiment(CONFIGS[0].parent / f"{name}.yaml")
+    demo = demo_config()
+    assert len(study.eval.seeds) >= 3 and study.sweep
+    same = {"name": "x", "description": "", "sweep": {}}
+    demo_eval = dataclasses.replace(demo.eval, seeds=study.eval.seeds, metrics=study.eval.metrics)
+    assert dataclasses.replace(study, **same) == dataclasses.replace(demo, eval=demo_eval, **same)
