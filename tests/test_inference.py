@@ -54,3 +54,16 @@ def test_an_older_checkpoint_takes_its_preprocessing_from_the_run_folder(runs, t
     (run / "config.yaml").unlink()
     with pytest.raises(UserError, match="records neither the preprocessing"):
         load_trained(run)
+
+
+def test_a_damaged_checkpoint_json_is_one_message(runs, tmp_path) -> None:
+    import shutil
+
+    from hlora_mer.inference import checkpoint_meta
+
+    checkpoint, meta = checkpoint_meta(runs / "all")
+    assert meta["labels"] == list(CLASSES) and meta["label_scheme"] == "casme2_3cls"
+    shutil.copytree(checkpoint, tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "checkpoint.json").write_text('{"labels": [')  # cut short
+    with pytest.raises(UserError, match=r"checkpoint.json cannot be read \(JSONDecodeError.*damaged"):
+        load_trained(tmp_path / "ckpt")

@@ -113,6 +113,25 @@ def preprocess_params_of(meta: dict[str, Any], checkpoint: Path) -> PreprocessPa
     return PreprocessParams(**{k: ident[v] for k, v in fields.items() if v in ident})
 
 
+def checkpoint_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint folder that ``path`` names and its ``checkpoint.json``, without building the model
+    (to check what a model predicts before the slow part).
+
+    Raises:
+        UserError: as :func:`resolve_checkpoint`, or the folder is not a readable checkpoint.
+    """
+    from hlora_mer.models.checkpoint import META_FILE, read_checkpoint_meta
+
+    checkpoint = resolve_checkpoint(path)
+    try:
+        return checkpoint, read_checkpoint_meta(checkpoint)
+    except (ValueError, OSError) as err:  # json.JSONDecodeError is a ValueError
+        raise UserError(
+            f"{checkpoint / META_FILE} cannot be read ({type(err).__name__}: {err}); the checkpoint is damaged: "
+            "copy it again from its run folder, or train again"
+        ) from None
+
+
 def load_trained(path: str | Path, *, allow_mismatch: bool = False, map_location: str = "cpu") -> TrainedModel:
     """Resolve ``path`` (:func:`resolve_checkpoint`) and rebuild its model, in eval mode.
 
@@ -122,7 +141,7 @@ def load_trained(path: str | Path, *, allow_mismatch: bool = False, map_location
     """
     from hlora_mer.models.checkpoint import load_checkpoint
 
-    checkpoint = resolve_checkpoint(path)
+    checkpoint, _ = checkpoint_meta(path)  # a damaged checkpoint.json is one message, not a traceback
     model, meta = load_checkpoint(checkpoint, map_location, allow_mismatch=allow_mismatch)
     labels = meta.get("labels")
     if not labels:
