@@ -362,3 +362,10 @@ def test_a_dataset_with_a_scheme_that_does_not_cover_it_is_refused(runs, synth_r
     assert predict_cli(*args, "--onset", "3") == 2
     assert "--onset cannot be used with --dataset" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_inputs_may_follow_the_options(runs, tmp_path, capsys) -> None:
+    a = frame_folder(tmp_path / "a", frames(9, seed=5))
+    b = frame_folder(tmp_path / "b", frames(9, seed=6))
+    assert predict_cli(a, "--model", runs / "all", "--cache", tmp_path / "cache", b) == 0
+    assert "2 clip(s): 2 predicted, 0 failed" in capsys.readouterr().out

@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     # anywhere on the line, as people type them.
     if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
         args.overrides = [*args.overrides, *extra]
+    elif extra and hasattr(args, "inputs") and not any(a.startswith("-") for a in extra):
+        args.inputs = [*args.inputs, *extra]  # predict a.mp4 --model RUN b.mp4
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):

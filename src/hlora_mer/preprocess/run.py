@@ -271,8 +271,8 @@ def detect_reference(
     tried = ", ".join(str(n) for n, _ in frames)
     raise DatasetError(
         f"no face found by the {getattr(detector, 'name', 'landmark')} detector on frames {tried} "
-        f"(upsampling {', '.join(map(str, UPSAMPLE_LEVELS))}); check the frames, or use --detector none "
-        "if they are already cropped faces"
+        f"(upsampling {', '.join(map(str, UPSAMPLE_LEVELS))}); check the frames. If they are already cropped "
+        "faces, they need no detector (hlora-mer preprocess --detector none, data.detector=none in training)"
     )
 
 
