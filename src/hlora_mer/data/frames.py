@@ -20,7 +20,8 @@ from hlora_mer.errors import DatasetError
 logger = logging.getLogger(__name__)
 
 FRAME_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
+# The one list of video file extensions of the package (data loaders, data.video, predict).
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
 
 _TRAILING_INT = re.compile(r"(\d+)$")
 

@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hlora_mer.data.frames import VIDEO_EXTENSIONS
 from hlora_mer.errors import DatasetError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-
-VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 
 
 def _import_av() -> Any:
