@@ -139,3 +139,17 @@ def test_leaky_column_is_separate_and_labelled(tmp_path) -> None:
     # the reported result is the last model: the same run without the leaky column reports the same scores
     plain = run_experiment(tiny_experiment(train={"eval_every": 1}), tmp_path / "plain", tiny_source(2))
     assert plain["pooled"] == metrics["pooled"] and "leaky_best_epoch_on_test" not in plain
+
+
+def test_a_run_extended_with_more_seeds_reuses_the_finished_ones(tmp_path) -> None:
+    source = tiny_source(subjects=2)
+    run_experiment(tiny_experiment(), tmp_path / "run", source)
+    first = (tmp_path / "run" / "folds" / "seed0" / "toy__01" / "result.json").read_bytes()
+    trained = []
+    cb = RunCallbacks(on_fold_end=lambda f, s, skipped: trained.append((f, s)) if not skipped else None)
+    metrics = run_experiment(tiny_experiment(eval={"seeds": [0, 1]}), tmp_path / "run", source, callbacks=cb)
+    assert trained == [("toy/01", 1), ("toy/02", 1)]  # only the new seed's folds are trained
+    assert (tmp_path / "run" / "folds" / "seed0" / "toy__01" / "result.json").read_bytes() == first
+    assert metrics["seeds"] == [0, 1] and metrics["complete"]
+    fresh = run_experiment(tiny_experiment(eval={"seeds": [0, 1]}), tmp_path / "fresh", source)
+    assert fresh["pooled"] == metrics["pooled"]

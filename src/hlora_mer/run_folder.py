@@ -61,12 +61,15 @@ SAMPLE_COLUMNS: tuple[str, ...] = (
 )
 EXCLUDED_COLUMNS: tuple[str, ...] = ("sample_id", "dataset", "subject", "emotion", "kind", "reason")
 
-# Settings that change only the report, not what is trained: a run may resume with other values.
+# Settings that change only the report, not what is trained: a run may resume with other values. A fold's
+# training depends on its seed and fold index only, so eval.seeds and eval.folds choose which fold runs
+# exist: a run can be extended with more seeds, and each finished fold is still checked.
 REPORT_ONLY: frozenset[str] = frozenset(
     {
         "name",
         "description",
         "output_dir",
+        "eval.seeds",
         "eval.bootstrap",
         "eval.confidence",
         "eval.metrics",
