@@ -15,7 +15,7 @@ from hlora_mer import __version__
 from hlora_mer.errors import UserError
 
 # Submodules that add subcommands, in the order they appear in --help.
-_COMMAND_MODULES = ("demo", "synth", "data", "preprocess", "train", "predict", "export", "model")
+_COMMAND_MODULES = ("demo", "synth", "data", "preprocess", "train", "predict", "explain", "export", "model")
 
 
 def build_parser() -> argparse.ArgumentParser:

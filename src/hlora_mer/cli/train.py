@@ -54,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = subparsers.add_parser(
         "report",
         help="put several runs side by side as a paper-style Markdown table",
-        description="One row per run (a sweep folder expands to its variants), the paper-style columns of each.",
+        description="One row per run (a sweep folder expands to its variants), the paper-style columns of each. "
+        "Runs that differ in N_l (model.lora.last_n_blocks) also get a plot of ACC and UF1 against N_l (Fig. 3), "
+        "written beside -o FILE, or into the sweep folder.",
     )
     r.add_argument("runs", nargs="+", metavar="RUN", help="run folders or sweep folders")
     r.add_argument("--metrics", help="comma-separated columns instead of each run's eval.metrics, e.g. acc,uf1,uar")
@@ -214,7 +216,46 @@ def report(args: argparse.Namespace) -> int:
         check_writable_file(args.output, "report file", "choose another file with -o")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     table = compare_runs(args.runs, metrics)
+    figure = _sweep_figure(args.runs, args.output)
+    if figure is not None and figure.paths:
+        png = next(p for p in figure.paths if p.suffix == ".png")
+        link = png.name if args.output else str(png)
+        table += f"\n![{figure.title}]({link})\n"
     if args.output:
         atomic_write_text(args.output, table)
     sys.stdout.write(table)
+    if figure is not None:
+        if figure.paths:
+            print(f"{figure.title}: {', '.join(str(p) for p in figure.paths)}")
+        else:
+            print(f"{figure.title}: figure missing: {figure.missing}")
     return 0
+
+
+def _sweep_figure(paths: list[str], output: str | None) -> Any:
+    """Fig. 3 (ACC and UF1 against N_l) when the runs span two or more N_l: beside ``output`` (``FILE`` ->
+    ``FILE-stem_nl_sweep.png/.pdf``), else in the one sweep folder given; None when there is nothing to draw
+    or nowhere to put it."""
+    from hlora_mer.evaluation.report import find_runs
+    from hlora_mer.run_folder import METRICS_FILE
+    from hlora_mer.viz.figures import NL_SWEEP, is_nl_sweep, sweep_figure, sweep_points
+
+    try:
+        runs = find_runs(paths)
+    except Exception as err:  # the table is the result; the figure never fails the report
+        logger.debug("no N_l figure: %s", err)
+        return None
+    if output:
+        out = Path(output)
+        stem = out.parent / f"{out.stem}_{NL_SWEEP}"
+    elif len(paths) == 1 and not (Path(paths[0]) / METRICS_FILE).is_file():
+        stem = Path(paths[0]) / NL_SWEEP
+    else:
+        try:
+            several = is_nl_sweep(sweep_points(runs))
+        except Exception:  # the table is printed anyway; the figure is a bonus
+            several = False
+        if several:
+            logger.info("these runs span several N_l: pass -o FILE to also draw ACC and UF1 against N_l")
+        return None
+    return sweep_figure(runs, stem)

@@ -1,5 +1,5 @@
-"""Turn a run folder's per-fold predictions into ``predictions.csv``, ``metrics.json``, ``report.md`` and a
-confusion-matrix picture, and put several runs side by side (``hlora-mer report``).
+"""Turn a run folder's per-fold predictions into ``predictions.csv``, ``metrics.json``, ``report.md`` and its
+figures (``hlora_mer.viz``), and put several runs side by side (``hlora-mer report``).
 
 Everything here is a function of the files, so a resumed run and an uninterrupted one give byte-identical
 ``metrics.json`` (no timestamps in it). Scores are pooled over all folds of a seed (MEGC convention,
@@ -30,7 +30,8 @@ from hlora_mer.evaluation.metrics import (
     summary,
 )
 from hlora_mer.files import atomic_write_text
-from hlora_mer.run_folder import CONFUSION_FILE, METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE
+from hlora_mer.run_folder import METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE
+from hlora_mer.viz.figures import CONFUSION, FigureRecord, run_figures
 
 logger = logging.getLogger(__name__)
 
@@ -217,8 +218,25 @@ def _table_markdown(rows: list[tuple[str, list[dict[str, Any]], int]]) -> str:
     return "\n".join(lines)
 
 
-def render_report(run_dir: Path, metrics: dict[str, Any], cfg: Any, run_info: dict[str, Any]) -> str:
+def _figure_lines(figures: Sequence[FigureRecord], run_dir: Path) -> list[str]:
+    from hlora_mer.viz.figures import figures_markdown
+
+    if not figures:
+        return []
+    return ["## Figures", "", *figures_markdown(figures, run_dir)]
+
+
+def render_report(
+    run_dir: Path,
+    metrics: dict[str, Any],
+    cfg: Any,
+    run_info: dict[str, Any],
+    figures: Sequence[FigureRecord] = (),
+) -> str:
+    """``report.md``; ``figures`` (drawn by ``viz.figures.run_figures``) are linked, or said to be missing."""
     n_seeds = len(metrics["seeds"])
+    confusion = next((f for f in figures if f.name == CONFUSION), None)
+    others = [f for f in figures if f is not confusion]
     lines = [f"# {cfg.name}", ""]
     if cfg.description:
         lines += [cfg.description, ""]
@@ -242,7 +260,7 @@ def render_report(run_dir: Path, metrics: dict[str, Any], cfg: Any, run_info: di
     ]
     if not metrics.get("table"):
         lines += [metrics.get("note", "no scores"), ""]
-        return "\n".join(lines)
+        return "\n".join(lines + _figure_lines(others, run_dir))
     lines += [
         "## Result (pooled over all folds; mean ± std over seeds, in %)",
         "",
@@ -283,8 +301,7 @@ def render_report(run_dir: Path, metrics: dict[str, Any], cfg: Any, run_info: di
     lines += [
         "## Confusion matrix (all seeds, pooled; rows = true class)",
         "",
-        f"![confusion matrix]({CONFUSION_FILE})",
-        "",
+        *(_confusion_figure(confusion, run_dir)),
         "| true \\ predicted | " + " | ".join(metrics["classes"]) + " |",
         "|---|" + "---:|" * len(metrics["classes"]),
     ]
@@ -314,51 +331,23 @@ def render_report(run_dir: Path, metrics: dict[str, Any], cfg: Any, run_info: di
         + "; ".join(f"seed {s}: UF1 {100 * v['uf1']:.2f}, ACC {100 * v['acc']:.2f}" for s, v in fa.items()),
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + _figure_lines(others, run_dir))
 
 
-def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str = "") -> bool:
-    """Save a row-normalised confusion matrix with counts; False (and a log line) without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=True)
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib is not installed, so no %s; pip install 'hlora-mer[viz]'", path.name)
-        return False
-    cm_arr = np.asarray(cm, dtype=np.float64)
-    rows = cm_arr.sum(axis=1, keepdims=True)
-    norm = np.divide(cm_arr, rows, out=np.zeros_like(cm_arr), where=rows > 0)
-    size = 1.0 + 0.8 * len(classes)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
-    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(
-                j,
-                i,
-                f"{int(cm_arr[i, j])}",
-                ha="center",
-                va="center",
-                color="white" if norm[i, j] > 0.5 else "black",
-                fontsize=8,
-            )
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata={"Software": None})
-    plt.close(fig)
-    return True
+def _confusion_figure(record: FigureRecord | None, run_dir: Path) -> list[str]:
+    if record is None:
+        return []
+    if not record.paths:
+        return [f"*(figure missing: {record.missing})*", ""]
+    png = next(p for p in record.paths if p.suffix == ".png")
+    pdf = next((p for p in record.paths if p.suffix == ".pdf"), None)
+    link = f" ([PDF]({pdf.relative_to(run_dir).as_posix()}))" if pdf else ""
+    return [f"![confusion matrices: counts and row-normalised]({png.relative_to(run_dir).as_posix()}){link}", ""]
 
 
 def finalize_run(run_dir: str | Path) -> dict[str, Any]:
-    """Pool the run's fold files into ``predictions.csv``, ``metrics.json``, ``report.md``, ``confusion.png``."""
+    """Pool the run's fold files into ``predictions.csv``, ``metrics.json``, ``report.md`` and the figures
+    (``viz.figures.run_figures``: confusion, per-subject scores, losses, failure cases, Fig. 4 / 5)."""
     run_dir = Path(run_dir)
     preds, results, expected = load_fold_predictions(run_dir)
     cfg = rf.read_config(run_dir)
@@ -382,9 +371,8 @@ def finalize_run(run_dir: str | Path) -> dict[str, Any]:
     if not preds.empty:
         atomic_write_text(run_dir / PREDICTIONS_FILE, preds.to_csv(index=False))
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=1, allow_nan=True) + "\n")
-    if metrics.get("confusion_all_seeds"):
-        plot_confusion(metrics["confusion_all_seeds"], classes, run_dir / CONFUSION_FILE, cfg.name)
-    atomic_write_text(run_dir / REPORT_FILE, render_report(run_dir, metrics, cfg, run_info))
+    figures = run_figures(run_dir, metrics, preds, results, run_info, cfg.name)
+    atomic_write_text(run_dir / REPORT_FILE, render_report(run_dir, metrics, cfg, run_info, figures))
     return metrics
 
 
