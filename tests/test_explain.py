@@ -159,11 +159,14 @@ def test_cli_explain_a_frame_folder_or_a_video(kind, cache_run, tmp_path, capsys
         folder = tmp_path / "new_clip.mp4"
         write_video(folder, clip_frames(99, size=48))
     checkpoint = cache_run / "folds" / "seed0" / "toy__01" / "checkpoint"
-    assert main(["-q", "explain", str(folder), "--model", str(checkpoint), "--apex", "5", "-o", str(tmp_path)]) == 0
+    argv = ["-q", "explain", str(folder), "--model", str(checkpoint), "--apex", "5", "-o", str(tmp_path / "fig")]
+    assert main([*argv, "--cache", str(tmp_path / "cache")]) == 0
     printed = capsys.readouterr().out
     assert "new_clip: model" in printed and "apex 5" in printed
-    assert_picture(tmp_path / "new_clip_pca.png")
-    assert_picture(tmp_path / "new_clip_iffa.png")
+    assert_picture(tmp_path / "fig" / "new_clip_pca.png")
+    assert_picture(tmp_path / "fig" / "new_clip_iffa.png")
+    # the clip was prepared by the same code and cache as 'hlora-mer predict'
+    assert len(list((tmp_path / "cache").glob("*/clips/**/*.npy"))) == 1
 
 
 @pytest.mark.parametrize(
@@ -171,7 +174,7 @@ def test_cli_explain_a_frame_folder_or_a_video(kind, cache_run, tmp_path, capsys
     [
         (["--sample", "toy/09/nothing"], "no aligned clip for toy/09/nothing"),
         ([], "pass either a CLIP"),
-        (["/nonexistent/clip.mp4"], "neither a video file"),
+        (["/nonexistent/clip.mp4"], "does not exist"),
     ],
 )
 def test_cli_explain_mistakes_are_one_line(argv, message, cache_run, tmp_path, capsys) -> None:

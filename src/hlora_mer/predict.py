@@ -622,6 +622,47 @@ def predict_clips(
     return out
 
 
+def prepare_clip(
+    trained: TrainedModel,
+    path: str | Path,
+    *,
+    onset: int | None = None,
+    offset: int | None = None,
+    apex: int | None = None,
+    cache_dir: str | Path | None = None,
+    detector: LandmarkDetector | None = None,
+) -> tuple[np.ndarray, list[int]]:
+    """One video or frame folder sampled and aligned exactly as :func:`predict_clips` does (same cache).
+
+    Returns:
+        ``(clip, frame numbers)``: the ``(T, S, S, 3)`` uint8 clip and the source frame of each of its frames.
+
+    Raises:
+        UserError: the path is no clip, or the clip cannot be read, is too short or shows no face.
+    """
+    from hlora_mer.preprocess.cache import open_cache_dir
+    from hlora_mer.preprocess.run import preprocess_table
+
+    if input_kind(path) == "manifest":
+        raise UserError(f"{path} is a manifest of many clips; pass one video file or frame folder")
+    request = requests_from_inputs([path], onset=onset, offset=offset, apex=apex)[0]
+    _check_video_support([request])
+    try:
+        row = _resolve(request)
+    except (UserError, ValueError) as err:
+        raise UserError(f"{path}: {err}") from None
+    table = pd.DataFrame([row])
+    table["apex"] = table["apex"].astype("Int64")
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    report = preprocess_table(table, cache_root, trained.params, detector=detector)
+    key = str(row["sample_id"])
+    if key in report.failed:
+        raise UserError(f"{path}: the clip could not be prepared: {report.failed[key]}")
+    cache = open_cache_dir(report.cache_dir)
+    clip = cache.load_clip(key)
+    return clip, [int(n) for n in cache.clips[key].get("frame_numbers") or range(len(clip))]
+
+
 def _predict(
     trained: TrainedModel, dataset: Any, *, device: str, batch_size: int, step: Callable[[str, int, int], None]
 ) -> np.ndarray:

@@ -6,15 +6,13 @@ What the figures show: ``docs/figures.md``.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hlora_mer.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np
-    import pandas as pd
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--apex", type=int, help="apex frame number, marked in the figures")
     p.add_argument("-o", "--output", default="explain", help="folder for the figures (default: %(default)s)")
     p.add_argument(
-        "--allow-weight-mismatch",
+        "--cache",
+        metavar="DIR",
+        help="aligned-clip cache for CLIP, shared with 'hlora-mer predict' (default: ~/.cache/hlora-mer/predict)",
+    )
+    p.add_argument(
+        "--allow-mismatch",
         action="store_true",
         help="use the checkpoint even if the backbone's weights differ from those it was trained on",
     )
@@ -99,71 +102,28 @@ def _sample_clip(model: Path, sample: str) -> tuple[np.ndarray, list[int], int |
     return clip, numbers, apex, label
 
 
-def _clip_table(path: Path, onset: int | None, offset: int | None, apex: int | None) -> pd.DataFrame:
-    """A one-row sample table for a video file or a frame folder (the columns ``preprocess_table`` reads)."""
-    import pandas as pd
-
-    from hlora_mer.data.frames import list_frames
-    from hlora_mer.data.video import count_video_frames, is_video_file
-
-    if path.is_dir():
-        numbers, paths = list_frames(path)
-        if not numbers:
-            raise UserError(f"{path} holds no frame images (e.g. img1.jpg, img2.jpg, ...); pass a frame folder")
-        video = None
-    elif path.is_file() and is_video_file(path):
-        numbers, paths, video = tuple(range(count_video_frames(path))), (), str(path)
-    else:
-        raise UserError(f"{path} is neither a video file (mp4, avi, mov, ...) nor a folder of frames")
-    first, last = onset if onset is not None else numbers[0], offset if offset is not None else numbers[-1]
-    row = {
-        "sample_id": path.stem or "clip",
-        "frame_paths": paths if video is None else (),
-        "frame_numbers": numbers if video is None else (),
-        "video_path": video,
-        "onset": first,
-        "apex": apex,
-        "offset": last,
-    }
-    table = pd.DataFrame([row])
-    table["apex"] = table["apex"].astype("Int64")
-    return table
-
-
-def _prepared_clip(path: Path, params: Any, onset: int | None, offset: int | None, apex: int | None) -> Any:
-    """Sample and align a video or frame folder as the model was trained (the same code as ``preprocess``)."""
-    from hlora_mer.preprocess.cache import open_cache_dir
-    from hlora_mer.preprocess.run import preprocess_table
-
-    table = _clip_table(path, onset, offset, apex)
-    sample = str(table["sample_id"][0])
-    with tempfile.TemporaryDirectory(prefix="hlora-mer-explain-") as tmp:
-        report = preprocess_table(table, tmp, params)
-        if report.failed:
-            raise UserError(f"{path}: the clip could not be prepared: {report.failed[sample]}")
-        cache = open_cache_dir(report.cache_dir)
-        clip = cache.load_clip(sample)
-        numbers = [int(n) for n in cache.clips[sample].get("frame_numbers") or range(len(clip))]
-    return clip, numbers
-
-
 def explain(args: argparse.Namespace) -> int:
+    from hlora_mer.files import check_writable_dir
     from hlora_mer.inference import load_trained
+    from hlora_mer.predict import prepare_clip
     from hlora_mer.viz.explain import explain_clip
     from hlora_mer.viz.figures import FigureUnavailable, nearest_index
 
     if (args.clip is None) == (args.sample is None):
         raise UserError("pass either a CLIP (video file or frame folder) or --sample ID, not both and not neither")
+    check_writable_dir(args.output, "figure folder", "choose another folder with -o")
     model_path = Path(args.model)
     if args.sample is not None:
         model_path = _model_for_sample(model_path, args.sample)
-    trained = load_trained(model_path, allow_mismatch=args.allow_weight_mismatch)
+    trained = load_trained(model_path, allow_mismatch=args.allow_mismatch)
     label = None
     if args.sample is not None:
         clip, numbers, apex, label = _sample_clip(trained.checkpoint, args.sample)
         name = args.sample
     else:
-        clip, numbers = _prepared_clip(Path(args.clip), trained.params, args.onset, args.offset, args.apex)
+        clip, numbers = prepare_clip(
+            trained, args.clip, onset=args.onset, offset=args.offset, apex=args.apex, cache_dir=args.cache
+        )
         apex, name = args.apex, Path(args.clip).stem or "clip"
     try:
         result = explain_clip(
