@@ -168,3 +168,12 @@ def test_too_many_validation_subjects_fail_before_preprocessing(synth_root, tmp_
     err = capsys.readouterr().err
     assert "train.val_subjects=5" in err and "fold casme2/01" in err and "Traceback" not in err
     assert not (tmp_path / "cache").exists() and not run.exists()  # no clip aligned, no run folder made
+
+
+def test_an_all_subjects_run_says_where_its_model_is(synth_root, tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    argv = ["-q", "train", "-c", str(CONFIGS / "all_subjects_casme2_5cls.yaml"), f"data.roots.casme2={synth_root}"]
+    assert main([*argv, *TINY, "-o", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "no test scores" in out and str(run / "folds" / "seed0" / "all" / "checkpoint") in out
+    assert f"hlora-mer predict VIDEO_OR_FRAME_FOLDER... --model {run}" in out

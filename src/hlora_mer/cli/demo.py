@@ -48,9 +48,8 @@ def demo(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from hlora_mer.cli.train import check_outputs, run_variant
+    from hlora_mer.cli.train import check_outputs, result_text, run_variant
     from hlora_mer.demo import demo_config, ensure_synthme, synthme_root
-    from hlora_mer.evaluation.report import compare_runs
     from hlora_mer.files import check_writable_dir
     from hlora_mer.models.backbones import BACKBONES, has_weights
     from hlora_mer.synth import SynthConfig
@@ -93,10 +92,11 @@ def demo(args: argparse.Namespace) -> int:
     classes = metrics.get("classes") or []
     chance = 100.0 / len(classes) if classes else float("nan")
     print()
-    print(compare_runs([run_dir]))
-    print(
-        f"chance level (a uniform random guess over {len(classes)} balanced classes): "
-        f"ACC {chance:.2f}, UF1 {chance:.2f}, UAR {chance:.2f}"
-    )
+    print(result_text(run_dir, metrics))
+    if metrics.get("table"):
+        print(
+            f"chance level (a uniform random guess over {len(classes)} balanced classes): "
+            f"ACC {chance:.2f}, UF1 {chance:.2f}, UAR {chance:.2f}"
+        )
     print(f"report: {run_dir / 'report.md'}")
     return 0

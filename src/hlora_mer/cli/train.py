@@ -182,13 +182,28 @@ def train(args: argparse.Namespace) -> int:
     runs = {base / name if name else base: vcfg for name, vcfg in variants.items()}
     check_outputs(runs)  # an unwritable folder fails now, not after the preprocessing
     for run_dir, vcfg in runs.items():
-        run_variant(vcfg, run_dir, quiet)
+        metrics = run_variant(vcfg, run_dir, quiet)
         # The scores and where they are, also with -q: quiet drops progress and info, not the result.
         print(f"{vcfg.name}: run folder {run_dir}")
-        print(compare_runs([run_dir]))
+        print(result_text(run_dir, metrics))
     if len(runs) > 1:
         print(compare_runs(list(runs)))
     return 0
+
+
+def result_text(run_dir: Path, metrics: dict[str, Any]) -> str:
+    """The run's scores as a table; for a run without test subjects, where its model is and how to use it."""
+    from hlora_mer.evaluation.report import compare_runs
+
+    if metrics.get("table"):
+        return compare_runs([run_dir])
+    found = sorted(run_dir.glob("folds/seed*/all/checkpoint"))
+    where = ", ".join(map(str, found)) or "none saved (train.save_checkpoints=false)"
+    model = run_dir if len(found) == 1 else (found[0] if found else "CHECKPOINT")
+    return (
+        f"trained on every subject (eval.protocol=all), so there are no test scores. The model: {where}\n"
+        f"apply it to new clips with: hlora-mer predict VIDEO_OR_FRAME_FOLDER... --model {model}\n"
+    )
 
 
 def evaluate(args: argparse.Namespace) -> int:
