@@ -350,3 +350,15 @@ def test_files_follow_the_umask(tmp_path) -> None:
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "run").rglob("*") if p.is_file()}
     assert modes and set(modes.values()) == {0o644}, modes
+
+
+def test_a_moved_dataset_resumes_but_other_data_there_does_not(tmp_path) -> None:
+    source = tiny_source(subjects=2)
+    cfg = tiny_experiment(data={"roots": {"toy": str(tmp_path / "here")}})
+    run_experiment(cfg, tmp_path / "run", source)
+    moved = tiny_experiment(data={"roots": {"toy": str(tmp_path / "there")}})
+    run_experiment(moved, tmp_path / "run", source)  # the same samples under another path: resumes
+    table = source.table.copy()
+    table.loc[0, ["label", "label_index"]] = ["surprise", 2]
+    with pytest.raises(ConfigError, match="1 sample"):
+        run_experiment(moved, tmp_path / "run", _with_table(source, table))

@@ -63,7 +63,8 @@ EXCLUDED_COLUMNS: tuple[str, ...] = ("sample_id", "dataset", "subject", "emotion
 
 # Settings that change only the report, not what is trained: a run may resume with other values. A fold's
 # training depends on its seed and fold index only, so eval.seeds and eval.folds choose which fold runs
-# exist: a run can be extended with more seeds, and each finished fold is still checked.
+# exist: a run can be extended with more seeds, and each finished fold is still checked. Where the data lies
+# (data.roots, data.cache_dir) is not what it is: samples.csv checks each sample's content on resume.
 REPORT_ONLY: frozenset[str] = frozenset(
     {
         "name",
@@ -78,6 +79,7 @@ REPORT_ONLY: frozenset[str] = frozenset(
         "train.save_checkpoints",
         "data.preprocess_workers",
         "data.cache_dir",
+        "data.roots",
         "train.feature_cache_dir",
     }
 )
