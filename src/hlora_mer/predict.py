@@ -263,17 +263,13 @@ def _check_unique_names(requests: Sequence[ClipRequest]) -> None:
 
 
 def _frame_value(value: Any, column: str) -> int | None:
-    """A manifest cell as a frame number (blank -> None); raises ValueError with a readable message."""
-    text = str(value).strip() if value is not None else ""
-    if text == "" or text.lower() in ("nan", "none", "na"):
-        return None
+    """A manifest cell as a frame number (blank -> None); raises ValueError naming the column."""
+    from hlora_mer.data.loading import parse_frame_value
+
     try:
-        number = float(text)
-    except ValueError:
-        raise ValueError(f"{column} {text!r} is not a frame number") from None
-    if not number.is_integer() or number < 0:
-        raise ValueError(f"{column} {text!r} is not a frame number (a whole number >= 0)")
-    return int(number)
+        return parse_frame_value(value)
+    except ValueError as err:
+        raise ValueError(f"{column} {err} (a whole number >= 0)") from None
 
 
 def read_manifest(path: str | Path) -> list[ClipRequest]:
