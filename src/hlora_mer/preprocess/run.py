@@ -340,8 +340,11 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def _init_worker(params: PreprocessParams, detector: LandmarkDetector | None, parent_pid: int) -> None:
-    # Ctrl-C reaches the whole process group; the parent handles it and shuts the workers down.
+    # Ctrl-C reaches the whole process group; the parent handles it and shuts the workers down. A SIGINT
+    # that arrived while this process started (blocked, see _children_ignore_sigint) is dropped here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     threading.Thread(target=_watch_parent, args=(parent_pid,), name="watch-parent", daemon=True).start()
     _WORKER["params"] = params
     _WORKER["detector"] = detector if detector is not None else _build_detector(params)
@@ -353,10 +356,23 @@ def _work(job: _Job) -> tuple[ClipResult, dict]:
 
 @contextlib.contextmanager
 def _children_ignore_sigint() -> Iterator[None]:
-    """Start child processes with SIGINT ignored (a spawned Python keeps an ignored SIGINT ignored), so a
-    Ctrl-C while they import prints no traceback from them; this process handles the Ctrl-C."""
+    """Start child processes that cannot be interrupted while they import, without losing a Ctrl-C here.
+
+    Where threads can block signals (POSIX), SIGINT is blocked while the workers start: they inherit the
+    blocked mask, so a Ctrl-C during their imports prints no traceback from them (their initializer then
+    ignores SIGINT and unblocks it), and here it stays pending and is delivered the moment the block ends,
+    so this process stops as asked. Elsewhere SIGINT is ignored while they start (a spawned Python keeps an
+    ignored SIGINT ignored); a Ctrl-C in that short moment is lost.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
+        return
+    if hasattr(signal, "pthread_sigmask"):
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
