@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import tempfile
@@ -33,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from _machine import cpu_name
+from _machine import machine_info
 
 from hlora_mer.config import ExperimentConfig, from_dict
 from hlora_mer.models.mer_model import build_model
@@ -167,12 +165,7 @@ def main() -> None:
         "machine": {
             "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "cpu": cpu_name(),
-            "logical_cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
+            **machine_info(),
         },
         "cache_fill_s": round(fill_s, 3),
         "cache_bytes": report.bytes,
