@@ -19,13 +19,50 @@ from torch import nn
 from hlora_mer import __version__
 from hlora_mer.config import ModelConfig, from_dict, to_dict
 from hlora_mer.errors import ConfigError, UserError
-from hlora_mer.files import atomic_write_bytes, atomic_write_text
+from hlora_mer.files import atomic_write_bytes
 from hlora_mer.models.mer_model import MERModel, build_model
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "checkpoint.json"
+
+
+def checkpoint_files(
+    model: MERModel,
+    cfg: ModelConfig,
+    labels: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, bytes]:
+    """The files of ``model``'s checkpoint, by name: its trainable tensors and everything needed to rebuild it.
+
+    Bytes rather than a folder, so that a fold trained on another machine can send its checkpoint back.
+    """
+    from safetensors.torch import save
+
+    if model.backbone.name != cfg.backbone.name:
+        raise ValueError(f"model backbone {model.backbone.name!r} does not match cfg {cfg.backbone.name!r}")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
+    meta = {
+        "format": "hlora-mer-checkpoint/1",
+        "hlora_mer_version": __version__,
+        "model": to_dict(cfg),
+        "labels": list(labels) if labels is not None else None,
+        "backbone_weights": model.backbone.weights_id,
+        "tensors": sorted(tensors),
+        **(extra or {}),
+    }
+    return {WEIGHTS_FILE: save(tensors), META_FILE: (json.dumps(meta, indent=2) + "\n").encode()}
+
+
+def write_files(directory: str | Path, files: dict[str, bytes]) -> Path:
+    """Write ``files`` (name -> bytes) into ``directory``, each atomically (``save_file`` would make them
+    owner-only)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        atomic_write_bytes(directory / name, data)
+    return directory
 
 
 def save_checkpoint(
@@ -36,25 +73,7 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write the trainable tensors and everything needed to rebuild ``model`` into ``directory``."""
-    from safetensors.torch import save
-
-    if model.backbone.name != cfg.backbone.name:
-        raise ValueError(f"model backbone {model.backbone.name!r} does not match cfg {cfg.backbone.name!r}")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
-    atomic_write_bytes(directory / WEIGHTS_FILE, save(tensors))  # save_file would create it owner-only
-    meta = {
-        "format": "hlora-mer-checkpoint/1",
-        "hlora_mer_version": __version__,
-        "model": to_dict(cfg),
-        "labels": list(labels) if labels is not None else None,
-        "backbone_weights": model.backbone.weights_id,
-        "tensors": sorted(tensors),
-        **(extra or {}),
-    }
-    atomic_write_text(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
-    return directory
+    return write_files(directory, checkpoint_files(model, cfg, labels, extra))
 
 
 def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:

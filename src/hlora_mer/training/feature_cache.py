@@ -170,6 +170,10 @@ class FeatureCache:
         self._ram: dict[str, torch.Tensor] = {}
         self._device: dict[str, torch.Tensor] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (to another process) without the GPU copies: the receiver moves what it needs itself."""
+        return {**self.__dict__, "_device": None}
+
     # -- storage -----------------------------------------------------------------------------------
 
     def path(self, sample_id: str) -> Path:
@@ -420,12 +424,19 @@ def default_root(cfg: Any, source: Any) -> Path | None:
 
 
 def prepare_cached_source(
-    cfg: Any, source: Any, model: Any, device: torch.device, sample_ids: Sequence[str] | None = None
+    cfg: Any,
+    source: Any,
+    model: Any,
+    device: torch.device,
+    sample_ids: Sequence[str] | None = None,
+    *,
+    in_memory: bool = False,
 ) -> tuple[CachedSource, CacheReport] | None:
     """Fill the cache for every sample of ``source`` with ``model``'s frozen prefix; None when no cache applies.
 
     The model must be built from ``cfg`` (its prefix weights are the pretrained or seeded backbone, the
     same for every fold); the cache is bypassed when ``train.feature_cache`` is off or the prefix trains.
+    ``in_memory`` keeps the tokens in RAM even where a cache folder would be used.
     """
     if not cfg.train.feature_cache:
         logger.info("frozen-prefix feature cache: off (train.feature_cache=false); the backbone runs end to end")
@@ -441,7 +452,7 @@ def prepare_cached_source(
         dtype=cfg.train.feature_cache_dtype,
         compute=cfg.train.precision if device.type == "cuda" else "fp32",
     )
-    cache = FeatureCache(key, default_root(cfg, source), clip_versions(source))
+    cache = FeatureCache(key, None if in_memory else default_root(cfg, source), clip_versions(source))
     ids = [str(s) for s in (sample_ids if sample_ids is not None else source.table["sample_id"])]
     model.to(device)
     computed = cache.fill(

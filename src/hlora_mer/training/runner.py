@@ -18,7 +18,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ import pandas as pd
 from hlora_mer import __version__
 from hlora_mer import run_folder as rf
 from hlora_mer.config import ExperimentConfig, to_yaml
+from hlora_mer.errors import UserError
 from hlora_mer.files import atomic_write_dir, atomic_write_text
 from hlora_mer.training.data import DataSource, preprocess_params, sample_records
 from hlora_mer.training.engine import Predictions, derive_seed, resolve_device, seed_everything, train_fixed_budget
@@ -42,6 +43,7 @@ class RunCallbacks:
     on_fold_start: Callable[[str, int, int], None] | None = None  # (fold, seed, steps)
     on_step: Callable[[int, int, float], None] | None = None  # (step, steps, loss)
     on_fold_end: Callable[[str, int, bool], None] | None = None  # (fold, seed, skipped)
+    on_status: Callable[[int, int, int], None] | None = None  # (folds done, running, failed): parallel executors
 
 
 ModelFactory = Callable[[ExperimentConfig], Any]
@@ -180,23 +182,35 @@ def plan_fold_runs(cfg: ExperimentConfig, table: pd.DataFrame) -> list[FoldRun]:
     return runs
 
 
-def run_fold(
+@dataclass
+class FoldOutput:
+    """What one fold run produced, written into the run folder by :func:`write_fold`.
+
+    Files as text and bytes, so that a fold trained in another process or on another machine can send
+    them back to the one process that writes the run folder.
+    """
+
+    job: FoldRun
+    record: dict[str, Any]  # result.json
+    predictions: str | None  # the fold's predictions.csv (None without test subjects)
+    checkpoint: dict[str, bytes] | None  # file name -> bytes (None with train.save_checkpoints=false)
+
+
+def compute_fold(
     cfg: ExperimentConfig,
     source: DataSource,
     job: FoldRun,
-    run_dir: Path,
     *,
     samples: pd.DataFrame | None = None,
     model_factory: ModelFactory = default_model_factory,
-    callbacks: RunCallbacks | None = None,
-) -> dict:
-    """Train and evaluate one fold for one seed; write its files; return its result record."""
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> FoldOutput:
+    """Train and evaluate one fold for one seed; writes nothing."""
     from hlora_mer.evaluation.metrics import scores
+    from hlora_mer.models.checkpoint import checkpoint_files
 
-    cb = callbacks or RunCallbacks()
     fold, seed, train_ids, val_ids = job.fold, job.seed, job.train_ids, job.val_ids
     fold_seed = derive_seed(seed, fold.index)
-    out = rf.fold_dir(run_dir, seed, fold)
     if samples is None:
         samples = rf.parse_samples(rf.samples_text(sample_records(source)))
     seed_everything(fold_seed)  # the fresh model's random init (LoRA A, fusion, head) is part of the seed
@@ -225,7 +239,7 @@ def run_fold(
         test_set=test_set,
         leaky=leaky,
         score_fn=lambda p: scores(p.labels, p.preds, m),
-        on_step=cb.on_step,
+        on_step=on_step,
     )
     record: dict[str, Any] = {
         "fold": fold.name,
@@ -246,19 +260,19 @@ def run_fold(
         "curve": [dataclasses.asdict(p) for p in result.curve],
         "losses": result.losses,
     }
+    predictions = None
     if test_set is not None:
         pred = predict_with(model, test_set, cfg, device)
         leaky_pred = result.leaky_best["predictions"] if result.leaky_best else None
-        frame = _predictions_frame(pred, source, fold, seed, leaky_pred)
-        atomic_write_text(out / rf.FOLD_PREDICTIONS, frame.to_csv(index=False))
+        predictions = _predictions_frame(pred, source, fold, seed, leaky_pred).to_csv(index=False)
         if result.leaky_best:
             record["leaky_best"] = {"step": result.leaky_best["step"], "acc": result.leaky_best["acc"]}
+    checkpoint = None
     if cfg.train.save_checkpoints:
-        _save_checkpoint_atomic(
+        checkpoint = checkpoint_files(
             model,
-            cfg,
-            out / rf.CHECKPOINT_DIR,
-            source.classes,
+            cfg.model,
+            list(source.classes),
             {
                 "experiment": cfg.name,
                 "protocol": cfg.eval.protocol,
@@ -272,8 +286,37 @@ def run_fold(
                 ),
             },
         )
-    atomic_write_text(out / rf.RESULT_FILE, json.dumps(record, indent=1, default=float) + "\n")  # marks the fold done
-    return record
+    return FoldOutput(job, record, predictions, checkpoint)
+
+
+def write_fold(run_dir: Path, output: FoldOutput) -> None:
+    """Write a fold's files; ``result.json`` last, which marks the fold finished."""
+    from hlora_mer.models.checkpoint import write_files
+
+    out = rf.fold_dir(run_dir, output.job.seed, output.job.fold)
+    if output.predictions is not None:
+        atomic_write_text(out / rf.FOLD_PREDICTIONS, output.predictions)
+    checkpoint = output.checkpoint
+    if checkpoint is not None:
+        atomic_write_dir(out / rf.CHECKPOINT_DIR, lambda tmp: write_files(tmp, checkpoint))
+    atomic_write_text(out / rf.RESULT_FILE, json.dumps(output.record, indent=1, default=float) + "\n")
+
+
+def run_fold(
+    cfg: ExperimentConfig,
+    source: DataSource,
+    job: FoldRun,
+    run_dir: Path,
+    *,
+    samples: pd.DataFrame | None = None,
+    model_factory: ModelFactory = default_model_factory,
+    callbacks: RunCallbacks | None = None,
+) -> dict:
+    """Train and evaluate one fold for one seed; write its files; return its result record."""
+    cb = callbacks or RunCallbacks()
+    output = compute_fold(cfg, source, job, samples=samples, model_factory=model_factory, on_step=cb.on_step)
+    write_fold(run_dir, output)
+    return output.record
 
 
 def predict_with(model: Any, dataset: Any, cfg: ExperimentConfig, device: Any) -> Predictions:
@@ -282,29 +325,128 @@ def predict_with(model: Any, dataset: Any, cfg: ExperimentConfig, device: Any) -
     return predict(model, dataset, batch_size=cfg.train.batch_size, device=device, precision=cfg.train.precision)
 
 
-def _save_checkpoint_atomic(
-    model: Any, cfg: ExperimentConfig, directory: Path, classes: tuple[str, ...], extra: dict[str, Any]
-) -> None:
-    from hlora_mer.models.checkpoint import save_checkpoint
-
-    atomic_write_dir(directory, lambda tmp: save_checkpoint(model, cfg.model, tmp, list(classes), extra=extra))
-
-
 def with_feature_cache(
-    cfg: ExperimentConfig, source: DataSource, model_factory: ModelFactory = default_model_factory
+    cfg: ExperimentConfig,
+    source: DataSource,
+    model_factory: ModelFactory = default_model_factory,
+    *,
+    in_memory: bool = False,
 ) -> DataSource:
     """``source`` serving cached frozen-prefix tokens (filled now for every sample), or ``source`` itself
     when the cache is off or impossible (full fine-tuning). Every fold's model has the same frozen prefix
-    (the pretrained or seeded backbone), so one fill serves all folds and seeds."""
+    (the pretrained or seeded backbone), so one fill serves all folds and seeds. ``in_memory`` keeps the
+    tokens in RAM instead of the cache folder (to ship them to machines that do not share the disk)."""
     from hlora_mer.training.feature_cache import prepare_cached_source
 
     model = model_factory(cfg)
     if not hasattr(model, "forward_from_prefix"):
         logger.info("frozen-prefix feature cache: off (the model has no prefix / suffix split)")
         return source
-    prepared = prepare_cached_source(cfg, source, model, resolve_device(cfg.train.device))
+    prepared = prepare_cached_source(cfg, source, model, resolve_device(cfg.train.device), in_memory=in_memory)
     del model
     return prepared[0] if prepared is not None else source
+
+
+@dataclass
+class PreparedRun:
+    """A run folder made ready (or checked for resuming), with the fold runs still to do."""
+
+    cfg: ExperimentConfig  # resolved: model.num_classes from the classes
+    run_dir: Path
+    source: DataSource
+    samples: pd.DataFrame  # the samples' records (run_folder.parse_samples), for the folds' data hashes
+    jobs: list[FoldRun]
+    pending: list[FoldRun]  # not finished yet
+
+
+def prepare_run(
+    cfg: ExperimentConfig, run_dir: str | Path, source: DataSource, *, excluded: pd.DataFrame | None = None
+) -> PreparedRun:
+    """Plan the fold runs of ``cfg`` and create (or check, to resume) the run folder; trains nothing.
+
+    Raises:
+        ConfigError: an impossible protocol or split, or an existing run with other settings or data.
+    """
+    run_dir = Path(run_dir)
+    cfg = resolve_config(cfg, tuple(source.classes))
+    jobs = plan_fold_runs(cfg, source.table)
+    folds = list({job.fold.name: job.fold for job in jobs}.values())
+    samples = prepare_run_dir(run_dir, cfg, source, folds, excluded)
+    pending = [job for job in jobs if not rf.is_finished(run_dir, job.seed, job.fold)]
+    return PreparedRun(cfg, run_dir, source, samples, jobs, pending)
+
+
+@dataclass(frozen=True)
+class FoldFailure:
+    """A fold run that failed for good; the run folder keeps every other fold and resumes."""
+
+    run_dir: Path
+    fold: str
+    seed: int
+    error: str
+
+    def describe(self) -> str:
+        return f"{self.run_dir}: fold {self.fold} seed {self.seed}: {self.error}"
+
+
+class FoldsFailed(UserError):
+    """Some fold runs failed for good; the finished ones are kept and the same command resumes."""
+
+    def __init__(self, failures: list[FoldFailure], total: int) -> None:
+        self.failures = failures
+        lines = "\n".join(f"  {f.describe()}" for f in failures)
+        super().__init__(
+            f"{len(failures)} of {total} fold runs failed:\n{lines}\n"
+            "Every other fold is saved in its run folder. Fix the cause and run the same command again: it "
+            "resumes and runs only the folds that are not finished."
+        )
+
+
+class SequentialExecutor:
+    """Every fold run in this process, one after the other (the default executor)."""
+
+    def run(
+        self,
+        runs: list[PreparedRun],
+        *,
+        model_factory: ModelFactory = default_model_factory,
+        callbacks: RunCallbacks | None = None,
+    ) -> list[FoldFailure]:
+        """Run the pending folds of ``runs``, writing each into its run folder; an error stops the run."""
+        cb = callbacks or RunCallbacks()
+        if cb.on_start:
+            total = sum(len(r.jobs) for r in runs)
+            cb.on_start(total, total - sum(len(r.pending) for r in runs))
+        for run in runs:
+            source = with_feature_cache(run.cfg, run.source, model_factory) if run.pending else run.source
+            pending = {(job.seed, job.fold.name) for job in run.pending}
+            for job in run.jobs:
+                fold, seed = job.fold, job.seed
+                if (seed, fold.name) not in pending:
+                    logger.debug("fold %s seed %d already finished; skipped", fold.name, seed)
+                    if cb.on_fold_end:
+                        cb.on_fold_end(fold.name, seed, True)
+                    continue
+                if cb.on_fold_start:
+                    cb.on_fold_start(fold.name, seed, run.cfg.train.steps)
+                run_fold(
+                    run.cfg, source, job, run.run_dir, samples=run.samples, model_factory=model_factory, callbacks=cb
+                )
+                if cb.on_fold_end:
+                    cb.on_fold_end(fold.name, seed, False)
+        return []
+
+
+class Executor(Protocol):
+    """Runs the pending folds of prepared runs and writes them (``SequentialExecutor``, ``RayExecutor``)."""
+
+    def run(
+        self,
+        runs: list[PreparedRun],
+        *,
+        model_factory: ModelFactory = ...,
+        callbacks: RunCallbacks | None = None,
+    ) -> list[FoldFailure]: ...
 
 
 def run_experiment(
@@ -315,6 +457,7 @@ def run_experiment(
     excluded: pd.DataFrame | None = None,
     model_factory: ModelFactory = default_model_factory,
     callbacks: RunCallbacks | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) every fold of every seed, then pool and report; returns ``metrics.json``'s content.
 
@@ -325,30 +468,16 @@ def run_experiment(
         excluded: rows left out before training, written to ``excluded.csv``.
         model_factory: ``cfg -> fresh model`` (default ``build_model(cfg.model)``), called once per fold.
         callbacks: progress hooks.
+        executor: where the folds run (default: ``SequentialExecutor``, here, one after the other).
+
+    Raises:
+        FoldsFailed: some folds failed for good (only an executor that goes on past a failure reports
+            this); the others are saved and the run resumes.
     """
     from hlora_mer.evaluation.report import finalize_run
 
-    run_dir = Path(run_dir)
-    cfg = resolve_config(cfg, tuple(source.classes))
-    jobs = plan_fold_runs(cfg, source.table)
-    folds = list({job.fold.name: job.fold for job in jobs}.values())
-    samples = prepare_run_dir(run_dir, cfg, source, folds, excluded)
-    cb = callbacks or RunCallbacks()
-    finished = {(job.seed, job.fold.name) for job in jobs if rf.is_finished(run_dir, job.seed, job.fold)}
-    if len(finished) < len(jobs):
-        source = with_feature_cache(cfg, source, model_factory)
-    if cb.on_start:
-        cb.on_start(len(jobs), len(finished))
-    for job in jobs:
-        fold, seed = job.fold, job.seed
-        if (seed, fold.name) in finished:
-            logger.debug("fold %s seed %d already finished; skipped", fold.name, seed)
-            if cb.on_fold_end:
-                cb.on_fold_end(fold.name, seed, True)
-            continue
-        if cb.on_fold_start:
-            cb.on_fold_start(fold.name, seed, cfg.train.steps)
-        run_fold(cfg, source, job, run_dir, samples=samples, model_factory=model_factory, callbacks=cb)
-        if cb.on_fold_end:
-            cb.on_fold_end(fold.name, seed, False)
-    return finalize_run(run_dir)
+    run = prepare_run(cfg, run_dir, source, excluded=excluded)
+    failures = (executor or SequentialExecutor()).run([run], model_factory=model_factory, callbacks=callbacks)
+    if failures:
+        raise FoldsFailed(failures, len(run.jobs))
+    return finalize_run(run.run_dir)
