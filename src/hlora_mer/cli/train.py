@@ -39,6 +39,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run only this sweep variant (repeatable; default: every variant)",
     )
     t.add_argument("--dry-run", action="store_true", help="print the resolved config(s) and exit")
+    scale = t.add_argument_group("scale-out (docs/scale-out.md)")
+    scale.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: every fold here, one after the other (default); ray: every fold of every variant as a Ray "
+        "task (needs pip install 'hlora-mer[ray]')",
+    )
+    scale.add_argument(
+        "--address", help="Ray cluster to join, e.g. auto (default: start a local Ray instance for this run)"
+    )
+    scale.add_argument("--cpus-per-fold", type=float, default=1.0, help="CPUs per fold task (default 1)")
+    scale.add_argument("--gpus-per-fold", type=float, default=0.0, help="GPUs per fold task, e.g. 1 or 0.5 (default 0)")
+    scale.add_argument(
+        "--max-retries", type=int, default=2, help="reruns of a fold whose worker or node died (default 2)"
+    )
+    scale.add_argument(
+        "--no-shared-disk",
+        action="store_true",
+        help="the Ray nodes do not see this machine's data and cache folders: the feature cache is filled here, "
+        "in memory, and sent to them",
+    )
     t.set_defaults(func=train)
 
     e = subparsers.add_parser(
@@ -87,6 +109,9 @@ class _Bars:
         self.steps.update(1)
         self.steps.set_postfix(loss=f"{loss:.4f}")
 
+    def on_status(self, done: int, running: int, failed: int) -> None:
+        self.folds.set_postfix_str(f"{running} running, {failed} failed")
+
     def on_fold_end(self, fold: str, seed: int, skipped: bool) -> None:
         if self.steps is not None:
             self.steps.close()
@@ -120,14 +145,13 @@ def check_outputs(runs: dict[Path, Any], fix: str = "choose another folder with 
             )
 
 
-def run_variant(cfg: Any, run_dir: Path, quiet: bool) -> dict[str, Any]:
-    """Read and preprocess the data of ``cfg``, run its folds into ``run_dir`` with progress bars."""
+def prepare_variant(cfg: Any, run_dir: Path, quiet: bool) -> Any:
+    """Read and preprocess the data of ``cfg`` (with a progress bar) and make its run folder ready."""
     from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from hlora_mer.models.backbones import resolve_spec
     from hlora_mer.training.data import build_source
-    from hlora_mer.training.runner import RunCallbacks, plan_fold_runs, run_experiment
+    from hlora_mer.training.runner import plan_fold_runs, prepare_run
 
     resolve_spec(cfg.model.backbone.name)  # an unknown backbone fails before any data is read
     pbar: list[Any] = []  # created once the number of clips is known, i.e. after the data was read
@@ -141,24 +165,75 @@ def run_variant(cfg: Any, run_dir: Path, quiet: bool) -> dict[str, Any]:
     finally:
         for bar in pbar:
             bar.close()
-    bars = _Bars(quiet, cfg.name)
+    return prepare_run(cfg, run_dir, source, excluded=excluded)
+
+
+def execute(runs: list[Any], executor: Any, quiet: bool, label: str) -> None:
+    """Run the pending folds of prepared runs with progress bars; raise FoldsFailed when some failed for good."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from hlora_mer.training.runner import FoldsFailed, RunCallbacks
+
+    bars = _Bars(quiet, label)
     try:
         with logging_redirect_tqdm():
-            return run_experiment(
-                cfg,
-                run_dir,
-                source,
-                excluded=excluded,
-                callbacks=RunCallbacks(bars.on_start, bars.on_fold_start, bars.on_step, bars.on_fold_end),
+            failures = executor.run(
+                runs,
+                callbacks=RunCallbacks(
+                    bars.on_start, bars.on_fold_start, bars.on_step, bars.on_fold_end, bars.on_status
+                ),
             )
     finally:
         bars.close()
+    if failures:
+        raise FoldsFailed(failures, sum(len(r.jobs) for r in runs))
+
+
+def run_variant(cfg: Any, run_dir: Path, quiet: bool) -> dict[str, Any]:
+    """Preprocess, train every fold here and pool one run; returns its ``metrics.json`` content."""
+    from hlora_mer.evaluation.report import finalize_run
+    from hlora_mer.training.runner import SequentialExecutor
+
+    execute([prepare_variant(cfg, run_dir, quiet)], SequentialExecutor(), quiet, cfg.name)
+    return finalize_run(run_dir)
+
+
+def make_executor(args: argparse.Namespace) -> Any:
+    """The executor the command line asks for; a Ray one fails now, before any work, when Ray is missing."""
+    from hlora_mer.training.runner import SequentialExecutor
+
+    if getattr(args, "executor", "local") == "local":
+        ray_only = [
+            flag
+            for flag, used in [
+                ("--address", args.address is not None),
+                ("--cpus-per-fold", args.cpus_per_fold != 1.0),
+                ("--gpus-per-fold", args.gpus_per_fold != 0.0),
+                ("--no-shared-disk", args.no_shared_disk),
+            ]
+            if used
+        ]
+        if ray_only:
+            from hlora_mer.errors import UserError
+
+            raise UserError(f"{', '.join(ray_only)} only apply with --executor ray; add it, or leave them out")
+        return SequentialExecutor()
+    from hlora_mer.training.ray_executor import RayExecutor, import_ray
+
+    import_ray()
+    return RayExecutor(
+        args.address,
+        cpus_per_fold=args.cpus_per_fold,
+        gpus_per_fold=args.gpus_per_fold,
+        max_retries=args.max_retries,
+        shared_disk=not args.no_shared_disk,
+    )
 
 
 def train(args: argparse.Namespace) -> int:
     from hlora_mer.config import apply_overrides, load_experiment, sweep_variants, to_yaml
     from hlora_mer.errors import ConfigError
-    from hlora_mer.evaluation.report import compare_runs
+    from hlora_mer.evaluation.report import compare_runs, finalize_run
 
     cfg = load_experiment(args.config, args.overrides)
     variants = sweep_variants(cfg)
@@ -178,14 +253,21 @@ def train(args: argparse.Namespace) -> int:
             print(f"# variant {name}" if name else f"# {vcfg.name}")
             print(to_yaml(vcfg))
         return 0
+    executor = make_executor(args)
     quiet = bool(getattr(args, "quiet", False))
     runs = {base / name if name else base: vcfg for name, vcfg in variants.items()}
     check_outputs(runs)  # an unwritable folder fails now, not after the preprocessing
-    for run_dir, vcfg in runs.items():
-        metrics = run_variant(vcfg, run_dir, quiet)
-        # The scores and where they are, also with -q: quiet drops progress and info, not the result.
-        print(f"{vcfg.name}: run folder {run_dir}")
-        print(result_text(run_dir, metrics))
+    # Locally, one variant after the other (its scores print as soon as it is done); on Ray, every fold of
+    # every variant at once.
+    batches = [list(runs.items())] if getattr(args, "executor", "local") == "ray" else [[item] for item in runs.items()]
+    for batch in batches:
+        prepared = [prepare_variant(vcfg, run_dir, quiet) for run_dir, vcfg in batch]
+        execute(prepared, executor, quiet, batch[0][1].name if len(batch) == 1 else cfg.name)
+        for run_dir, vcfg in batch:
+            metrics = finalize_run(run_dir)
+            # The scores and where they are, also with -q: quiet drops progress and info, not the result.
+            print(f"{vcfg.name}: run folder {run_dir}")
+            print(result_text(run_dir, metrics))
     if len(runs) > 1:
         print(compare_runs(list(runs)))
     return 0

@@ -1,0 +1,218 @@
+"""Folds as Ray tasks (``training.ray_executor``) on a local Ray instance with 2 CPUs.
+
+The sequential run is the reference: a Ray run must write the same files byte for byte, survive a worker
+that dies, report a fold that fails for good and stay resumable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from hlora_mer.cli import main
+from hlora_mer.errors import UserError
+from hlora_mer.training.runner import FoldsFailed, RunCallbacks, default_model_factory, run_experiment
+from train_fixtures import tiny_experiment, tiny_source
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_a_missing_ray_is_one_message_with_the_install_command(monkeypatch) -> None:
+    from hlora_mer.training.ray_executor import import_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(UserError, match=r"pip install 'hlora-mer\[ray\]'"):
+        import_ray()
+
+
+def test_ray_only_flags_without_the_ray_executor_are_refused(capsys) -> None:
+    argv = ["train", "-c", str(CONFIGS / "table3_casme2_5cls.yaml"), "--gpus-per-fold", "1"]
+    assert main(argv) == 2
+    assert "--gpus-per-fold only apply with --executor ray" in capsys.readouterr().err
+
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'hlora-mer[ray]'); the Ray tests skip")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance with 2 CPUs for the module; the executor joins it (and leaves it running)."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    # the tests' model factories live in this module, which the Ray workers cannot import: send them by value
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield ray
+    ray.shutdown()
+
+
+def _executor(**options):
+    from hlora_mer.training.ray_executor import RayExecutor
+
+    return RayExecutor(**options)
+
+
+def _files(run: Path) -> dict[str, bytes]:
+    """Every file of a run folder whose bytes must not depend on the executor (figures are drawn locally)."""
+    names = ["predictions.csv", "metrics.json", "samples.csv", "folds.json"]
+    found = {name: (run / name).read_bytes() for name in names}
+    for path in sorted((run / "folds").rglob("*")):
+        if path.is_file():
+            found[str(path.relative_to(run))] = path.read_bytes()
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The local reference runs with the threads of a Ray fold task (--cpus-per-fold 1): on CPU, the bits of
+    a trained tensor can depend on how many threads shared a reduction."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("seq") / "run"
+    run_experiment(tiny_experiment(), run, tiny_source(subjects=3))
+    return run
+
+
+@pytest.mark.slow
+def test_a_ray_run_writes_the_sequential_runs_files_byte_for_byte(local_ray, sequential, tmp_path) -> None:
+    status: list[tuple[int, int, int]] = []
+    run = tmp_path / "run"
+    run_experiment(
+        tiny_experiment(),
+        run,
+        tiny_source(subjects=3),
+        executor=_executor(),
+        callbacks=RunCallbacks(on_status=lambda *s: status.append(s)),
+    )
+    ours, reference = _files(run), _files(sequential)
+    assert sorted(ours) == sorted(reference)
+    assert [name for name in ours if ours[name] != reference[name]] == []
+    assert any("checkpoint" in name for name in ours)  # the checkpoints came back from the workers too
+    assert status[0] == (0, 2, 0) and status[-1] == (3, 0, 0)  # 2 of 3 folds at once on 2 CPUs, then all done
+
+
+class _DieOnce:
+    """A model factory whose process dies the first time it is called (the marker file remembers)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __call__(self, cfg):
+        if not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            os._exit(1)  # the worker dies: no exception, no cleanup, as when a node is lost
+        return default_model_factory(cfg)
+
+
+@pytest.mark.slow
+def test_a_fold_whose_worker_dies_is_retried_and_the_run_completes(local_ray, sequential, tmp_path) -> None:
+    marker = tmp_path / "died"
+    run = tmp_path / "run"
+    # no feature cache, so that the first factory call (the one that dies) is a fold's
+    cfg = tiny_experiment(train={"feature_cache": False})
+    reference = tmp_path / "reference"
+    run_experiment(cfg, reference, tiny_source(subjects=3))
+    run_experiment(cfg, run, tiny_source(subjects=3), executor=_executor(max_retries=1), model_factory=_DieOnce(marker))
+    assert marker.is_file()  # a worker did die
+    assert _files(run) == _files(reference)
+
+
+@pytest.mark.slow
+def test_a_fold_that_fails_for_good_is_reported_and_the_run_resumes(local_ray, sequential, tmp_path) -> None:
+    from hlora_mer.training import runner
+
+    source = tiny_source(subjects=3)
+    bad = source.dataset
+
+    def dataset(ids, *, train):  # the fold testing on toy/02 cannot read its test clips
+        if not train and any("toy/02/" in i for i in ids):
+            raise RuntimeError("clip toy/02/clip00 is unreadable")
+        return bad(ids, train=train)
+
+    source.dataset = dataset  # type: ignore[method-assign]
+    run = tmp_path / "run"
+    with pytest.raises(FoldsFailed) as caught:
+        run_experiment(tiny_experiment(), run, source, executor=_executor(max_retries=1))
+    message = str(caught.value)
+    assert "1 of 3 fold runs failed" in message and "fold toy/02 seed 0" in message
+    assert "RuntimeError: clip toy/02/clip00 is unreadable" in message and "run the same command again" in message
+    finished = sorted(p.parent.name for p in run.glob("folds/seed0/*/result.json"))
+    assert finished == ["toy__01", "toy__03"]  # the other folds are saved
+
+    trained: list[str] = []
+    original = runner.compute_fold
+
+    def counting(cfg, source, job, **kw):
+        trained.append(job.fold.name)
+        return original(cfg, source, job, **kw)
+
+    runner.compute_fold = counting  # type: ignore[assignment]
+    try:
+        run_experiment(tiny_experiment(), run, tiny_source(subjects=3))  # fixed: the same run resumes
+    finally:
+        runner.compute_fold = original  # type: ignore[assignment]
+    assert trained == ["toy/02"]
+    assert _files(run) == _files(sequential)
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    pytest.importorskip("skimage")  # SynthME draws its faces from scikit-image's sample image
+    from hlora_mer.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, SynthConfig(subjects=3, clips_per_class=1, frame_size=32, min_frames=8, max_frames=10))
+    return root
+
+
+TINY = [
+    "model.backbone.name=test_vit_reg",
+    "model.backbone.pretrained=false",
+    "model.image_size=28",
+    "train.steps=2",
+    "train.batch_size=4",
+    "train.device=cpu",
+    "data.detector=none",
+    "eval.bootstrap=20",
+    "eval.seeds=[0,1]",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shared_disk", [True, False])
+def test_train_executor_ray_runs_a_sweep_like_the_local_executor(
+    local_ray, synth_root, tmp_path, capsys, shared_disk
+) -> None:
+    """A 2-variant sweep of 2 seeds: every fold of every variant is one Ray task; the files equal a local run."""
+    config = tmp_path / "sweep.yaml"
+    config.write_text(
+        (CONFIGS / "table3_casme2_5cls.yaml").read_text()
+        + "sweep:\n  nl1: [model.lora.last_n_blocks=1]\n  nl2: [model.lora.last_n_blocks=2]\n"
+    )
+
+    def argv(out: Path, *extra: str) -> list[str]:
+        return ["-q", "train", "-c", str(config), f"data.roots.casme2={synth_root}", *TINY, "-o", str(out), *extra]
+
+    assert main(argv(tmp_path / "local" / "sweep")) == 0
+    extra = ["--executor", "ray"] + ([] if shared_disk else ["--no-shared-disk"])
+    assert main(argv(tmp_path / "ray" / "sweep", *extra)) == 0
+    out = capsys.readouterr().out
+    for variant in ("nl1", "nl2"):
+        assert f"table3_casme2_5cls-{variant}: run folder" in out
+        assert _files(tmp_path / "ray" / "sweep" / variant) == _files(tmp_path / "local" / "sweep" / variant)
+    features = tmp_path / "ray" / "features"
+    if shared_disk:  # filled once per variant into the shared folder, by a Ray task
+        assert len([p for p in features.iterdir() if p.is_dir()]) == 2
+    else:  # filled by the driver in memory and shipped through the object store: nothing on disk
+        assert not features.exists() or not any(features.iterdir())
