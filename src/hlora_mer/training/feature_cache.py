@@ -16,6 +16,10 @@ frame size and count, the preprocessing identity (the aligned-clip cache folder,
 parameters), the storage dtype and the compute precision; a change gives another folder, never stale
 features. Every fill checks the stored files it would reuse (shape, dtype and size from the ``.npy``
 header, then the checksum): a truncated or damaged file is recomputed, and the log says so.
+
+Processes that share a key folder (sweep members, workers on a shared disk) fill it one at a time: a
+fill holds ``fill.lock`` in the key folder (``filelock``) and, once it holds it, computes only what is
+still missing, so no clip is computed or written twice; a process that waits says so in the log.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from filelock import FileLock, Timeout
 from torch.utils.data import DataLoader, Dataset
 
 from hlora_mer.errors import ConfigError
@@ -46,6 +51,8 @@ DTYPES: dict[str, tuple[np.dtype, torch.dtype]] = {
     "fp32": (np.dtype(np.float32), torch.float32),
 }
 _DISK_MARGIN = 256 * 2**20  # leave this much free on the disk after filling
+LOCK_FILE = "fill.lock"  # in the key folder: held by the process filling it
+LOCK_WAIT_LOG_S = 2.0  # after waiting this long for another process's fill, say so (once)
 
 
 def prefix_is_frozen(model: Any) -> bool:
@@ -276,9 +283,35 @@ class FeatureCache:
         Raises:
             ConfigError: when the disk cannot hold the missing clips.
         """
-        from hlora_mer.training.engine import _autocast, collate
-
         shape = self.clip_shape(model, num_frames, image_size)
+        missing = self._missing(sample_ids, shape, log=self.dir is None)
+        if not missing:
+            return 0
+        if self.dir is None:  # RAM: this object alone fills it
+            return self._compute(
+                model, dataset_factory, missing, shape, batch_size, device, num_frames, precision, num_workers
+            )
+        # Another process (a sweep member, a worker on a shared folder) may be filling the same key folder:
+        # one fills at a time, and each computes only what is still missing once it holds the lock.
+        lock = FileLock(self.dir / LOCK_FILE)
+        try:
+            lock.acquire(timeout=LOCK_WAIT_LOG_S)
+        except Timeout:
+            logger.info("feature cache: waiting for another process filling %s", self.dir)
+            lock.acquire()
+        try:
+            missing = self._missing(missing, shape)
+            if not missing:
+                logger.info("feature cache: another process filled %s; reusing its clips", self.dir)
+                return 0
+            return self._compute(
+                model, dataset_factory, missing, shape, batch_size, device, num_frames, precision, num_workers
+            )
+        finally:
+            lock.release()
+
+    def _missing(self, sample_ids: Sequence[str], shape: tuple[int, ...], log: bool = True) -> list[str]:
+        """The ids without a reusable stored entry: absent, or damaged (``log``: say which and why)."""
         missing, damaged = [], {}
         for sid in dict.fromkeys(map(str, sample_ids)):
             if not self.has(sid):
@@ -286,7 +319,7 @@ class FeatureCache:
             elif (problem := self.problem(sid, shape)) is not None:
                 damaged[sid] = problem
                 missing.append(sid)
-        if damaged:
+        if damaged and log:
             first = "; ".join(f"{sid}: {why}" for sid, why in list(damaged.items())[:3])
             logger.warning(
                 "feature cache: %d stored file(s) in %s cannot be reused and are recomputed (%s%s)",
@@ -295,8 +328,22 @@ class FeatureCache:
                 first,
                 " ..." if len(damaged) > 3 else "",
             )
-        if not missing:
-            return 0
+        return missing
+
+    def _compute(
+        self,
+        model: Any,
+        dataset_factory: Callable[[list[str]], Dataset],
+        missing: list[str],
+        shape: tuple[int, ...],
+        batch_size: int,
+        device: torch.device,
+        num_frames: int,
+        precision: str,
+        num_workers: int,
+    ) -> int:
+        from hlora_mer.training.engine import _autocast, collate
+
         per_clip = int(np.prod(shape)) * self.np_dtype.itemsize
         need = per_clip * len(missing)
         if self.dir is not None:

@@ -50,9 +50,10 @@ ModelFactory = Callable[[ExperimentConfig], Any]
 
 
 def default_model_factory(cfg: ExperimentConfig) -> Any:
-    from hlora_mer.models.mer_model import build_model
+    """``build_model(cfg.model)`` on a copy of the backbone loaded once per process (``models.backbone_pool``)."""
+    from hlora_mer.models.backbone_pool import build_model_from_pool
 
-    return build_model(cfg.model)
+    return build_model_from_pool(cfg.model)
 
 
 def git_commit() -> dict[str, Any]:
