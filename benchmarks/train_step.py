@@ -28,6 +28,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -52,6 +53,66 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+FRAMES = 8  # frames per clip
+
+
+def bench_setup(
+    backbone: str, last_n: int, batch: int, size: int, precision: str, device: torch.device
+) -> tuple[ExperimentConfig, Any, TensorSource, torch.Tensor]:
+    """The benchmark's config, its random-init model on ``device`` (seed 0) and a source of ``batch`` random
+    clips of 8 frames at ``size`` px (one subject): ``(cfg, model, source, clips)``."""
+    cfg = from_dict(
+        ExperimentConfig,
+        {
+            "name": "train_step_benchmark",
+            "data": {"datasets": ["bench"], "detector": "none"},
+            "model": {
+                "backbone": {"name": backbone, "pretrained": False},
+                "image_size": size,
+                "num_frames": FRAMES,
+                "num_classes": 3,
+                "lora": {"last_n_blocks": last_n},
+            },
+            "train": {"batch_size": batch, "device": str(device), "precision": precision},
+        },
+    )
+    seed_everything(0)
+    model = build_model(cfg.model).to(device)
+    table = pd.DataFrame(
+        {
+            "sample_id": [f"b/{i}" for i in range(batch)],
+            "subject": "b/1",
+            "dataset": "bench",
+            "label": "x",
+            "label_index": [i % 3 for i in range(batch)],
+        }
+    )
+    clips = torch.randn(batch, FRAMES, 3, size, size)
+    return cfg, model, TensorSource(table, clips, ("a", "b", "c"), flip_prob=0.5), clips
+
+
+def timed_step(
+    model: Any,
+    dataset: Any,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: torch.nn.Module,
+    device: torch.device,
+    precision: str,
+) -> float:
+    """Seconds of one optimisation step on the whole of ``dataset``, read and collated as the engine does."""
+    _sync(device)
+    start = time.perf_counter()
+    batch = collate([dataset[i] for i in range(len(dataset))])
+    with _autocast(device, precision):
+        logits = forward_batch(model, batch, device)
+    loss = loss_fn(logits.float(), batch["label"].to(device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    _sync(device)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="dinov2_vits14")
@@ -67,36 +128,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    frames = 8
-    cfg = from_dict(
-        ExperimentConfig,
-        {
-            "name": "train_step_benchmark",
-            "data": {"datasets": ["bench"], "detector": "none"},
-            "model": {
-                "backbone": {"name": args.backbone, "pretrained": False},
-                "image_size": args.size,
-                "num_frames": frames,
-                "num_classes": 3,
-                "lora": {"last_n_blocks": args.last_n},
-            },
-            "train": {"batch_size": args.batch, "device": str(device), "precision": args.precision},
-        },
-    )
-    seed_everything(0)
-    model = build_model(cfg.model).to(device)
+    frames = FRAMES
+    cfg, model, source, clips = bench_setup(args.backbone, args.last_n, args.batch, args.size, args.precision, device)
     depth = model.backbone.depth
-    table = pd.DataFrame(
-        {
-            "sample_id": [f"b/{i}" for i in range(args.batch)],
-            "subject": "b/1",
-            "dataset": "bench",
-            "label": "x",
-            "label_index": [i % 3 for i in range(args.batch)],
-        }
-    )
-    clips = torch.randn(args.batch, frames, 3, args.size, args.size)
-    source = TensorSource(table, clips, ("a", "b", "c"), flip_prob=0.5)
+    table = source.table
     ids = list(table["sample_id"])
     with tempfile.TemporaryDirectory() as tmp:
         cfg.train.feature_cache_dir = tmp
@@ -109,18 +144,7 @@ def main() -> None:
         model.train()
 
         def step(name: str) -> float:
-            dataset = paths[name]
-            _sync(device)
-            start = time.perf_counter()
-            batch = collate([dataset[i] for i in range(len(dataset))])
-            with _autocast(device, args.precision):
-                logits = forward_batch(model, batch, device)
-            loss = loss_fn(logits.float(), batch["label"].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            _sync(device)
-            return time.perf_counter() - start
+            return timed_step(model, paths[name], optimizer, loss_fn, device, args.precision)
 
         for _ in range(2):  # warm-up, both paths
             step("uncached")
