@@ -103,23 +103,24 @@ def test_a_ray_run_writes_the_sequential_runs_files_byte_for_byte(local_ray, seq
 
 
 class _DieOnce:
-    """A model factory whose process dies the first time it is called (the marker file remembers)."""
+    """A model factory whose process dies the first time a fold calls it (the marker file remembers)."""
 
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
     def __call__(self, cfg):
-        if not self.marker.exists():
-            self.marker.write_text(str(os.getpid()))
-            os._exit(1)  # the worker dies: no exception, no cleanup, as when a node is lost
-        return default_model_factory(cfg)
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # one caller only, even in parallel
+        except FileExistsError:
+            return default_model_factory(cfg)
+        os._exit(1)  # the worker dies: no exception, no cleanup, as when a node is lost
 
 
 @pytest.mark.slow
 def test_a_fold_whose_worker_dies_is_retried_and_the_run_completes(local_ray, sequential, tmp_path) -> None:
     marker = tmp_path / "died"
     run = tmp_path / "run"
-    # no feature cache, so that the first factory call (the one that dies) is a fold's
+    # no feature cache, so that no fill builds a model: the first factory call (the one that dies) is a fold's
     cfg = tiny_experiment(train={"feature_cache": False})
     reference = tmp_path / "reference"
     run_experiment(cfg, reference, tiny_source(subjects=3))
@@ -136,14 +137,15 @@ def test_a_fold_that_fails_for_good_is_reported_and_the_run_resumes(local_ray, s
     bad = source.dataset
 
     def dataset(ids, *, train):  # the fold testing on toy/02 cannot read its test clips
-        if not train and any("toy/02/" in i for i in ids):
+        if not train and ids and all(i.startswith("toy/02/") for i in ids):
             raise RuntimeError("clip toy/02/clip00 is unreadable")
         return bad(ids, train=train)
 
     source.dataset = dataset  # type: ignore[method-assign]
     run = tmp_path / "run"
+    cfg = tiny_experiment(train={"feature_cache": False})  # the folds read clips, not cached tokens
     with pytest.raises(FoldsFailed) as caught:
-        run_experiment(tiny_experiment(), run, source, executor=_executor(max_retries=1))
+        run_experiment(cfg, run, source, executor=_executor(max_retries=1))
     message = str(caught.value)
     assert "1 of 3 fold runs failed" in message and "fold toy/02 seed 0" in message
     assert "RuntimeError: clip toy/02/clip00 is unreadable" in message and "run the same command again" in message
@@ -159,11 +161,13 @@ def test_a_fold_that_fails_for_good_is_reported_and_the_run_resumes(local_ray, s
 
     runner.compute_fold = counting  # type: ignore[assignment]
     try:
-        run_experiment(tiny_experiment(), run, tiny_source(subjects=3))  # fixed: the same run resumes
+        run_experiment(cfg, run, tiny_source(subjects=3))  # fixed: the same run resumes
     finally:
         runner.compute_fold = original  # type: ignore[assignment]
     assert trained == ["toy/02"]
-    assert _files(run) == _files(sequential)
+    reference = tmp_path / "reference"
+    run_experiment(cfg, reference, tiny_source(subjects=3))
+    assert _files(run) == _files(reference)
 
 
 @pytest.fixture(scope="module")
@@ -211,8 +215,18 @@ def test_train_executor_ray_runs_a_sweep_like_the_local_executor(
     for variant in ("nl1", "nl2"):
         assert f"table3_casme2_5cls-{variant}: run folder" in out
         assert _files(tmp_path / "ray" / "sweep" / variant) == _files(tmp_path / "local" / "sweep" / variant)
-    features = tmp_path / "ray" / "features"
-    if shared_disk:  # filled once per variant into the shared folder, by a Ray task
-        assert len([p for p in features.iterdir() if p.is_dir()]) == 2
+    keys = sorted(p.parent.name for p in (tmp_path / "ray").rglob("key.json"))
+    if shared_disk:  # filled once per variant (two N_l, two keys) into the shared folder, by a Ray task
+        assert len(keys) == 2 and [k.split("_fb")[1][0] for k in keys] == ["2", "3"]  # 4 blocks: N_l 2 and 1
     else:  # filled by the driver in memory and shipped through the object store: nothing on disk
-        assert not features.exists() or not any(features.iterdir())
+        assert keys == []
+
+
+@pytest.mark.slow
+def test_no_shared_disk_without_the_feature_cache_is_one_message(local_ray, synth_root, tmp_path, capsys) -> None:
+    argv = ["-q", "train", "-c", str(CONFIGS / "table3_casme2_5cls.yaml"), f"data.roots.casme2={synth_root}", *TINY]
+    argv += ["train.feature_cache=false", "-o", str(tmp_path / "run"), "--executor", "ray", "--no-shared-disk"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--no-shared-disk sends the folds the frozen-prefix tokens" in err and "Traceback" not in err
+    assert not list((tmp_path / "run").glob("folds/*/*/result.json"))  # nothing was trained

@@ -470,6 +470,14 @@ def default_root(cfg: Any, source: Any) -> Path | None:
     return None
 
 
+def switched_off(cfg: Any) -> bool:
+    """Whether the config turns the cache off (``train.feature_cache=false``); says so in the log."""
+    if cfg.train.feature_cache:
+        return False
+    logger.info("frozen-prefix feature cache: off (train.feature_cache=false); the backbone runs end to end")
+    return True
+
+
 def prepare_cached_source(
     cfg: Any,
     source: Any,
@@ -485,8 +493,7 @@ def prepare_cached_source(
     same for every fold); the cache is bypassed when ``train.feature_cache`` is off or the prefix trains.
     ``in_memory`` keeps the tokens in RAM even where a cache folder would be used.
     """
-    if not cfg.train.feature_cache:
-        logger.info("frozen-prefix feature cache: off (train.feature_cache=false); the backbone runs end to end")
+    if switched_off(cfg):
         return None
     if not prefix_is_frozen(model):
         logger.info("frozen-prefix feature cache: off (model.backbone.finetune=full trains every block)")

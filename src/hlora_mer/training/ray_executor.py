@@ -159,7 +159,16 @@ class RayExecutor:
             elif self.shared_disk:
                 refs.append(fill.remote(run.cfg, run.source, model_factory, False))
             else:  # the driver has the data: fill here, in memory, and ship the tokens
-                refs.append(ray.put(with_feature_cache(run.cfg, run.source, model_factory, in_memory=True)))
+                source = with_feature_cache(run.cfg, run.source, model_factory, in_memory=True)
+                if source is run.source and getattr(source, "cache_dir", None) is not None:
+                    raise UserError(
+                        f"--no-shared-disk sends the folds the frozen-prefix tokens instead of the clips, but "
+                        f"{run.cfg.name} trains without them (train.feature_cache=false, or "
+                        "model.backbone.finetune=full), so every node would need the aligned clips. Put the data "
+                        "and data.cache_dir on a disk every node mounts and leave out --no-shared-disk, or turn "
+                        "the cache on"
+                    )
+                refs.append(ray.put(source))
         return refs  # a fill task's result is an object every fold task of its run reads
 
     def run(

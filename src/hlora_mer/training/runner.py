@@ -337,8 +337,10 @@ def with_feature_cache(
     when the cache is off or impossible (full fine-tuning). Every fold's model has the same frozen prefix
     (the pretrained or seeded backbone), so one fill serves all folds and seeds. ``in_memory`` keeps the
     tokens in RAM instead of the cache folder (to ship them to machines that do not share the disk)."""
-    from hlora_mer.training.feature_cache import prepare_cached_source
+    from hlora_mer.training.feature_cache import prepare_cached_source, switched_off
 
+    if switched_off(cfg):  # no model needs building to know that
+        return source
     model = model_factory(cfg)
     if not hasattr(model, "forward_from_prefix"):
         logger.info("frozen-prefix feature cache: off (the model has no prefix / suffix split)")
