@@ -6,6 +6,11 @@ outputs. A fold is finished when its ``result.json`` exists: it is written last,
 predictions and the checkpoint, so an interrupted run resumes by skipping finished folds, and its final
 metrics are identical to those of an uninterrupted run (they are always computed from the files).
 
+A fold is computed (:func:`compute_fold`, which writes nothing) and then written (:func:`write_fold`), so
+that an executor may compute folds elsewhere and still have one process write the run folder:
+:class:`SequentialExecutor` runs them here, one after the other (the default), and
+``training.ray_executor.RayExecutor`` runs them as Ray tasks (``docs/scale-out.md``).
+
 The run folder's layout and the resume check live in ``hlora_mer.run_folder``.
 """
 
@@ -469,7 +474,8 @@ def run_experiment(
         run_dir: the run folder (created; an existing one must hold the same training settings).
         source: the labelled samples and their Dataset factory (``training.data``).
         excluded: rows left out before training, written to ``excluded.csv``.
-        model_factory: ``cfg -> fresh model`` (default ``build_model(cfg.model)``), called once per fold.
+        model_factory: ``cfg -> fresh model``, called once per fold (default: ``build_model(cfg.model)`` on a
+            copy of the backbone loaded once per process, ``models.backbone_pool``).
         callbacks: progress hooks.
         executor: where the folds run (default: ``SequentialExecutor``, here, one after the other).
 
