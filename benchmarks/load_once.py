@@ -29,8 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import torch
+from _data import random_source
 from _machine import machine_info
 
 from hlora_mer.config import ExperimentConfig, from_dict
@@ -72,24 +71,6 @@ def _save_random_init(name: str, folder: Path) -> int:
     """Save a random-init ``name`` as a local checkpoint folder; returns the weights' size in bytes."""
     backbones.build_backbone(name, pretrained=False).model.save_pretrained(folder)
     return sum(p.stat().st_size for p in backbones.local_weight_files(folder))
-
-
-def _dataset(subjects: int, per_subject: int, size: int) -> TensorSource:
-    classes = ("a", "b", "c")
-    rows = [
-        {
-            "sample_id": f"s/{s:02d}/c{k}",
-            "subject": f"s/{s:02d}",
-            "dataset": "s",
-            "label": classes[k % 3],
-            "label_index": k % 3,
-        }
-        for s in range(subjects)
-        for k in range(per_subject)
-    ]
-    table = pd.DataFrame(rows)
-    clips = torch.randn(len(table), 8, 3, size, size, generator=torch.Generator().manual_seed(0))
-    return TensorSource(table, clips, classes, flip_prob=0.5)
 
 
 def _config(folder: Path, args: argparse.Namespace, features: Path) -> ExperimentConfig:
@@ -164,7 +145,7 @@ def main() -> None:
         args.backbone, args.big_backbone = "test_vit_reg", "test_vit"
         args.subjects, args.per_subject, args.size, args.steps = 3, 3, 28, 1
     out = args.out or (None if args.quick else Path(__file__).parent / "results" / "load_once.json")
-    source = _dataset(args.subjects, args.per_subject, args.size)
+    source = random_source(args.subjects, args.per_subject, args.size)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         weights_mb = _save_random_init(args.backbone, tmp / "weights") / 2**20

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from _data import random_source
 
 from hlora_mer.config import ExperimentConfig, from_dict
-from hlora_mer.training.data import TensorSource
 from hlora_mer.training.runner import run_experiment
 
 
@@ -58,20 +58,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "loso_run.json")
     args = parser.parse_args()
-    classes = ("a", "b", "c")
-    rows = [
-        {
-            "sample_id": f"s/{s:02d}/c{k}",
-            "subject": f"s/{s:02d}",
-            "dataset": "s",
-            "label": classes[k % 3],
-            "label_index": k % 3,
-        }
-        for s in range(args.subjects)
-        for k in range(args.per_subject)
-    ]
-    table = pd.DataFrame(rows)
-    clips = torch.randn(len(table), 8, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    source = random_source(args.subjects, args.per_subject, args.size)
     timer = _FillTimer()
     logging.getLogger("hlora_mer.training.feature_cache").addHandler(timer)
     logging.getLogger("hlora_mer.training.feature_cache").setLevel(logging.INFO)
@@ -101,7 +88,6 @@ def main() -> None:
                     "eval": {"bootstrap": 0, "seeds": [0]},
                 },
             )
-            source = TensorSource(table, clips, classes, flip_prob=0.5)
             start = time.perf_counter()
             run_experiment(cfg, Path(tmp) / name, source)
             wall[name] = time.perf_counter() - start
@@ -113,7 +99,7 @@ def main() -> None:
             "backbone": args.backbone,
             "last_n_blocks": args.last_n,
             "subjects": args.subjects,
-            "clips": len(table),
+            "clips": len(source.table),
             "image_size": args.size,
             "steps_per_fold": args.steps,
             "batch": args.batch,

@@ -22,16 +22,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory) -> Path:
-    pytest.importorskip("skimage")  # SynthME draws its faces from scikit-image's sample image
-    from hlora_mer.synth import SynthConfig, generate
-
-    root = tmp_path_factory.mktemp("synth")
-    generate(root, SynthConfig(subjects=3, clips_per_class=1, frame_size=32, min_frames=8, max_frames=10))
-    return root
-
-
 def test_table3_config_with_tiny_backbone_produces_the_run_folder(synth_root, tmp_path, capsys) -> None:
     run = tmp_path / "run"
     argv = [

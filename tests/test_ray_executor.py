@@ -15,6 +15,7 @@ import pytest
 from hlora_mer.cli import main
 from hlora_mer.errors import UserError
 from hlora_mer.training.runner import FoldsFailed, RunCallbacks, default_model_factory, run_experiment
+from test_cli_train import TINY as CLI_TINY
 from train_fixtures import tiny_experiment, tiny_source
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -170,27 +171,7 @@ def test_a_fold_that_fails_for_good_is_reported_and_the_run_resumes(local_ray, s
     assert _files(run) == _files(reference)
 
 
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory) -> Path:
-    pytest.importorskip("skimage")  # SynthME draws its faces from scikit-image's sample image
-    from hlora_mer.synth import SynthConfig, generate
-
-    root = tmp_path_factory.mktemp("synth")
-    generate(root, SynthConfig(subjects=3, clips_per_class=1, frame_size=32, min_frames=8, max_frames=10))
-    return root
-
-
-TINY = [
-    "model.backbone.name=test_vit_reg",
-    "model.backbone.pretrained=false",
-    "model.image_size=28",
-    "train.steps=2",
-    "train.batch_size=4",
-    "train.device=cpu",
-    "data.detector=none",
-    "eval.bootstrap=20",
-    "eval.seeds=[0,1]",
-]
+TINY = [*CLI_TINY, "eval.seeds=[0,1]"]
 
 
 @pytest.mark.slow
