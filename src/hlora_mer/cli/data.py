@@ -125,6 +125,7 @@ def run_check(args: argparse.Namespace) -> int:
     shown = [p for p in problems if args.warnings or p.severity != "warning"]
     for problem in shown:
         print(problem)
+    _print_au_rules(loaded.table)
     counts = Counter((p.severity, p.kind) for p in problems)
     samples = len({p.sample_id for p in problems if p.severity == "error"})
     print(
@@ -136,6 +137,17 @@ def run_check(args: argparse.Namespace) -> int:
     if not args.warnings and any(p.severity == "warning" for p in problems):
         print("(warnings not listed; add --warnings to list them)")
     return 1 if samples else 0
+
+
+def _print_au_rules(table: Any) -> None:
+    """Each ambiguous action-unit code and the written rule that resolved it (docs/datasets.md)."""
+    from hlora_mer.data.action_units import au_report
+
+    applications = au_report(table).rules
+    if applications:
+        print(f"action-unit rules applied ({len(applications)}):")
+    for sample_id, application in applications:
+        print(f"  {application.rule:24s} {sample_id}: {application.code!r}")
 
 
 def run_list(args: argparse.Namespace) -> int:

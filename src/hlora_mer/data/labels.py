@@ -44,6 +44,9 @@ class LabelScheme:
         source_column: table column holding the native label (``emotion`` or ``objective_class``).
         description: one line for ``hlora-mer data list``.
         counts: the expected per-class counts (documentation and tests), keyed by a short source name.
+        derive: name of a derivation in ``DERIVATIONS`` that computes the native label from the table
+            (``objective_from_aus``: the MEGC2018 objective class of the parsed ``action_units``)
+            instead of reading ``source_column`` as written.
     """
 
     name: str
@@ -53,8 +56,11 @@ class LabelScheme:
     source_column: str = "emotion"
     description: str = ""
     counts: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    derive: str | None = None
 
     def __post_init__(self) -> None:
+        if self.derive is not None and self.derive not in DERIVATIONS:
+            raise ValueError(f"{self.name}: unknown derivation {self.derive!r}; known: {sorted(DERIVATIONS)}")
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"{self.name}: repeated class names in {self.classes}")
         norm_maps = {}
@@ -124,6 +130,20 @@ class LabelScheme:
             f"allowed labels: {self.allowed_labels(dataset)}"
         )
 
+
+def _objective_from_aus(table: pd.DataFrame) -> list[str | None]:
+    """The MEGC2018 objective class of each row's parsed AUs; None where the AUs are unknown or unreadable."""
+    from hlora_mer.data.action_units import objective_class_from_aus, parse_action_units
+
+    out: list[str | None] = []
+    for code in table["action_units"]:
+        parsed = parse_action_units(code)
+        out.append(objective_class_from_aus(parsed.aus) if parsed.ok else None)
+    return out
+
+
+DERIVATIONS = {"objective_from_aus": _objective_from_aus}
+"""Derived native labels: name -> function of the sample table returning one value per row."""
 
 _SCHEMES: dict[str, LabelScheme] = {}
 
@@ -197,17 +217,26 @@ def apply_label_scheme(
     labels: list[str | None] = []
     kinds: list[str | None] = []
     reasons: list[str | None] = []
-    for dataset, native in zip(table["dataset"], table[scheme.source_column], strict=True):
+    source = (
+        pd.Series(DERIVATIONS[scheme.derive](table), index=table.index, dtype=object)
+        if scheme.derive
+        else table[scheme.source_column]
+    )
+    for dataset, native in zip(table["dataset"], source, strict=True):
         if native is None or (not isinstance(native, str) and pd.isna(native)):
             labels.append(None)
             kinds.append("no_label")
-            reasons.append(f"no {scheme.source_column} in the annotation (scheme {scheme.name})")
+            reasons.append(
+                f"no {scheme.derive}: {scheme.source_column} missing, '?' or unreadable (scheme {scheme.name})"
+                if scheme.derive
+                else f"no {scheme.source_column} in the annotation (scheme {scheme.name})"
+            )
             continue
         try:
             label = scheme.classify(dataset, native)
         except DatasetError as err:
             if unknown == "error" or scheme._key(dataset) is None:
-                bad = table.loc[table[scheme.source_column] == native, "sample_id"].head(5).tolist()
+                bad = table.loc[source == native, "sample_id"].head(5).tolist()
                 raise DatasetError(f"{err} (samples {bad})") from None
             labels.append(None)
             kinds.append("unknown_label")
@@ -417,6 +446,23 @@ register_scheme(
         counts={
             "casme2_objective_file": {"I": 25, "II": 15, "III": 99, "IV": 26, "V": 20},
             "samm_v2": {"I": 24, "II": 13, "III": 20, "IV": 8, "V": 3},
+        },
+    )
+)
+register_scheme(
+    LabelScheme(
+        name="objective_5cls_aus",
+        classes=("I", "II", "III", "IV", "V"),
+        mappings={ANY_DATASET: {c: c for c in ("I", "II", "III", "IV", "V")}},
+        dropped={ANY_DATASET: frozenset({"VI", "VII"})},
+        source_column="action_units",
+        derive="objective_from_aus",
+        description="MEGC2018 objective classes I-V computed from the parsed action units (any dataset with AUs)",
+        counts={
+            "casme2_20190701": {"I": 30, "II": 18, "III": 93, "IV": 13, "V": 18},
+            "casme2_20140508": {"I": 24, "II": 15, "III": 98, "IV": 14, "V": 21},
+            "samm_v2": {"I": 19, "II": 13, "III": 18, "IV": 6, "V": 3},
+            "casme3_v2": {"I": 15, "II": 151, "III": 234, "IV": 37, "V": 47},
         },
     )
 )

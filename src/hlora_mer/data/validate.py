@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from hlora_mer.data.action_units import au_report
 from hlora_mer.data.labels import LabelScheme, apply_label_scheme, get_scheme
 from hlora_mer.data.loading import LoadedDataset
 
@@ -99,6 +100,9 @@ def check_dataset(loaded: LoadedDataset, num_frames: int = 8, *, images: str = "
             problems.append(Problem(row.sample_id, row.kind, row.reason, "excluded"))
     for row in loaded.table.itertuples(index=False):
         problems.extend(_check_row(row, num_frames, images))
+    for sid, code, parts in au_report(loaded.table).unparsed:
+        message = f"action-unit code {code!r}: cannot read {list(parts)}; the readable AUs are kept"
+        problems.append(Problem(sid, "unparsed_action_units", message, "warning"))
     problems.sort(key=lambda p: (p.sample_id, SEVERITIES.index(p.severity), p.kind))
     counts = Counter(p.severity for p in problems)
     logger.info("%s: check found %s", loaded.name, dict(counts) or "no problems")
@@ -181,8 +185,10 @@ class Summary:
     scheme: str | None = None
     scheme_excluded: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    action_units: dict[str, int] = field(default_factory=dict)
+    """Active AU -> number of samples, most frequent first (empty when the dataset has no AU column)."""
 
-    def format(self) -> str:
+    def format(self, top_aus: int = 15) -> str:
         lines = [
             f"dataset      {self.name}",
             f"annotation   {self.annotation_path or '(folders)'}",
@@ -204,6 +210,10 @@ class Summary:
         excluded = {**self.excluded, **{f"scheme: {k}": v for k, v in self.scheme_excluded.items()}}
         lines.append(f"excluded     {sum(excluded.values())}")
         lines += [f"  {k:<24s} {v}" for k, v in excluded.items()]
+        if self.action_units:
+            shown = list(self.action_units.items())[:top_aus]
+            lines.append(f"action units ({len(self.action_units)} distinct; top {len(shown)}, samples per AU):")
+            lines += [f"  {k:<16s} {v}" for k, v in shown]
         return "\n".join(lines)
 
 
@@ -225,6 +235,8 @@ def summarize(loaded: LoadedDataset, scheme: str | LabelScheme | None = None) ->
         classes = table["emotion"].value_counts().sort_index()
     subjects = table["subject"].value_counts()
     subjects = subjects.reindex(sorted(subjects.index, key=_natural))
+    frequencies = au_report(table).frequencies
+    action_units = {f"AU{n}": c for n, c in sorted(frequencies.items(), key=lambda item: (-item[1], item[0]))}
     without = int(sum(1 for p, v in zip(table["frame_paths"], table["video_path"], strict=True) if not p and v is None))
     return Summary(
         name=loaded.name,
@@ -240,6 +252,7 @@ def summarize(loaded: LoadedDataset, scheme: str | LabelScheme | None = None) ->
         scheme=scheme.name if scheme is not None else None,
         scheme_excluded=scheme_excluded,
         notes=list(loaded.notes),
+        action_units=action_units,
     )
 
 
