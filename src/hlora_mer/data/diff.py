@@ -163,6 +163,16 @@ def _root_matches(root: Path) -> list[tuple[str, str]]:
     return found
 
 
+def _plain(names: set[str]) -> list[str]:
+    """Matched names without the composites of another matched name (same annotation files, name extended):
+    ``casme3_ac`` (Part A + C) reads the Part A file too, but a Part A file or root is a ``casme3`` version."""
+
+    def composite_of(n: str, m: str) -> bool:
+        return n.startswith(f"{m}_") and dict(get_dataset_spec(n).annotations) == dict(get_dataset_spec(m).annotations)
+
+    return sorted(n for n in names if not any(composite_of(n, m) for m in names if m != n))
+
+
 def _must_exist(where: Path, side: str) -> None:
     if not where.exists():
         raise DatasetError(f"data diff: {side} ({where}) does not exist; pass an annotation file or a dataset root")
@@ -173,8 +183,8 @@ def infer_dataset(path: str | Path) -> str | None:
     where = Path(path).expanduser()
     if not where.exists():
         return None
-    names = {m[0] for m in (_file_matches(where) if where.is_file() else _root_matches(where))}
-    return names.pop() if len(names) == 1 else None
+    names = _plain({m[0] for m in (_file_matches(where) if where.is_file() else _root_matches(where))})
+    return names[0] if len(names) == 1 else None
 
 
 def load_pair(
@@ -245,7 +255,7 @@ def load_version(
         matches = [m for m in matches if m[0] == spec.name]
     if version is not None:
         matches = [m for m in matches if m[1] == str(version)]
-    names = sorted({m[0] for m in matches})
+    names = _plain({m[0] for m in matches})
     if spec is None:
         if len(names) != 1:
             found = f"it could be {', '.join(names)}" if names else "it matches no registered dataset"
@@ -254,7 +264,7 @@ def load_version(
                 "pass --dataset NAME (see 'hlora-mer data list')"
             )
         spec = get_dataset_spec(names[0])
-    versions = sorted({m[1] for m in matches})
+    versions = sorted({m[1] for m in matches if m[0] == spec.name})
     if version is None:
         if len(versions) > 1:
             raise DatasetError(
