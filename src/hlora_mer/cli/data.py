@@ -5,6 +5,8 @@
   counts, exclusions, annotation version and md5.
 * ``hlora-mer data check casme2 /data/CASME2 --num-frames 8`` — every problem, one line per sample;
   exit code 1 if any sample has an error.
+* ``hlora-mer data diff CASME2-coding-20140508.xlsx CASME2-coding-20190701.xlsx`` — what changed between
+  two annotation versions of a dataset (files or roots), as a table; ``--out FILE.csv`` writes every row.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     lister = sub.add_parser("list", help="registered datasets and label schemes")
     lister.set_defaults(func=run_list)
+
+    _register_diff(sub)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:
@@ -163,4 +167,72 @@ def run_list(args: argparse.Namespace) -> int:
     for name in list_schemes():
         scheme = get_scheme(name)
         print(f"  {name:<15s} [{', '.join(scheme.classes)}] {scheme.description}")
+    return 0
+
+
+# --- hlora-mer data diff ---------------------------------------------------------------------------------
+
+
+def _register_diff(sub: argparse._SubParsersAction) -> None:
+    diff = sub.add_parser(
+        "diff",
+        help="what changed between two annotation versions of a dataset (files or roots)",
+        description="Compare two annotation versions of one dataset on the loaders' sample tables: samples "
+        "added/removed (by sample id), and per sample the emotion, onset/apex/offset, action units and "
+        "objective class that changed. A and B are annotation files (read on their own) or dataset roots.",
+    )
+    diff.add_argument("a", metavar="A", help="the first (older) annotation file or dataset root")
+    diff.add_argument("b", metavar="B", help="the second (newer) annotation file or dataset root")
+    diff.add_argument("--dataset", metavar="NAME", help="dataset name where the file names do not tell it")
+    diff.add_argument("--version-a", metavar="V", help="annotation version of A (where a root holds several)")
+    diff.add_argument("--version-b", metavar="V", help="annotation version of B (where a root holds several)")
+    diff.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dataset option for both sides, repeatable (e.g. -o objective_classes=file)",
+    )
+    diff.add_argument("--out", metavar="FILE.csv", help="write every difference as rows: sample_id, field, a, b")
+    diff.set_defaults(func=run_diff)
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hlora_mer.data.diff import DIFF_FIELDS, count_changes, diff_tables, load_pair, one_sided_fields
+    from hlora_mer.files import atomic_open
+
+    if args.out is not None and Path(args.out).suffix.lower() != ".csv":
+        raise DatasetError(f"--out must be a .csv file, got {args.out!r}")
+    options = parse_options(args.option)
+    a, b = load_pair(
+        args.a, args.b, dataset=args.dataset, version_a=args.version_a, version_b=args.version_b, options=options
+    )
+    diff = diff_tables(a.loaded.table, b.loaded.table)
+    counts = count_changes(diff)
+    changed = ", ".join(f"{field} {counts[field]}" for field in DIFF_FIELDS)
+    print(
+        f"{a.dataset}: A {a.describe()} -> B {b.describe()}: {counts['added']} added, {counts['removed']} removed; "
+        f"changed: {changed}"
+    )
+    for field, side in one_sided_fields(a.loaded.table, b.loaded.table).items():
+        print(f"  {field}: only {side.upper()} has it (a column added or removed), not compared per sample")
+    for side, version in (("A", a), ("B", b)):
+        if len(version.loaded.excluded):
+            kinds = version.loaded.excluded["kind"].value_counts().to_dict()
+            print(f"  {side}: {len(version.loaded.excluded)} annotation rows excluded by the loader {kinds}")
+    if len(diff):
+        shown = diff.fillna("-")
+        widths = [max(len(c), *(len(str(v)) for v in shown[c])) for c in shown.columns]
+        print("  ".join(c.ljust(w) for c, w in zip(shown.columns, widths, strict=True)).rstrip())
+        for row in shown.itertuples(index=False):
+            print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    else:
+        print("no differences")
+    if args.out is not None:
+        with atomic_open(args.out, "w", newline="") as handle:
+            diff.to_csv(handle, index=False)
+        print(f"wrote {len(diff)} rows to {args.out}")
     return 0

@@ -400,12 +400,14 @@ _CASME3_4 = {
     "others": "others",
     **{e: "negative" for e in ("disgust", "fear", "anger", "sad")},
 }
+# Part C is labelled in these four classes already (casme3_partc, and casme3_ac with Part A).
+_CASME3_PARTC = {c: c for c in ("negative", "positive", "surprise", "others")}
 register_scheme(
     LabelScheme(
         name="casme3_4cls",
         classes=("negative", "positive", "surprise", "others"),
-        mappings={"casme3": _CASME3_4},
-        description="CAS(ME)^3 4-class: negative = disgust+fear+anger+sad",
+        mappings={"casme3": _CASME3_4, "casme3_partc": _CASME3_PARTC},
+        description="CAS(ME)^3 4-class: negative = disgust+fear+anger+sad; Part C's own 4 classes",
         counts={"v2": {"negative": 457, "positive": 55, "surprise": 187, "others": 161}},
     )
 )
@@ -413,8 +415,11 @@ register_scheme(
     LabelScheme(
         name="casme3_3cls",
         classes=("negative", "positive", "surprise"),
-        mappings={"casme3": {k: v for k, v in _CASME3_4.items() if v != "others"}},
-        dropped={"casme3": frozenset({"others"})},
+        mappings={
+            "casme3": {k: v for k, v in _CASME3_4.items() if v != "others"},
+            "casme3_partc": {k: v for k, v in _CASME3_PARTC.items() if v != "others"},
+        },
+        dropped={"casme3": frozenset({"others"}), "casme3_partc": frozenset({"others"})},
         description="CAS(ME)^3 3-class: the 4-class scheme without others",
         counts={"v2": {"negative": 457, "positive": 55, "surprise": 187}},
     )

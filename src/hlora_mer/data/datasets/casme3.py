@@ -11,17 +11,33 @@ Facts (``docs/datasets.md``):
 * six rows of v2 are wrong and are corrected below (``FIXES``).
 
 The HLoRA-MER paper's 943 samples cannot be rebuilt from either distributed file (v2 860, v1 921).
+
+Part C (the mock-crime part) is ``casme3_partc``: ``CAS(ME)3_part_C_ME.xlsx``, sheet ``mockCrimeME``,
+columns ``sub``, ``count``, ``onset``, ``offset``, ``au``, ``emotion`` (negative/positive/surprise/others);
+no apex column, so apex stays <NA>. ``casme3_ac`` is Part A and Part C together.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hlora_mer.data.loading import Fix, LoadedDataset, apply_fixes, build_loaded, find_child, raw_frame, read_sheet
+from hlora_mer.data.loading import (
+    Fix,
+    LoadedDataset,
+    apply_fixes,
+    build_loaded,
+    find_child,
+    first_existing,
+    merge_loaded,
+    raw_frame,
+    read_sheet,
+)
 from hlora_mer.data.registry import DatasetSpec, register_dataset
+from hlora_mer.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +146,176 @@ SPEC = register_dataset(
         title="CAS(ME)^3 Part A",
         loader=load_casme3,
         layout=LAYOUT,
+        annotations=ANNOTATIONS,
+        default_version="v2",
+    )
+)
+
+
+# --- Part C -----------------------------------------------------------------------------------------------
+
+PARTC_ANNOTATIONS = {
+    # One file is distributed, without a version in its name; it is called v1 here.
+    "v1": ("CAS(ME)3_part_C_ME.xlsx", "annotation/partC/CAS(ME)3_part_C_ME.xlsx"),
+}
+PARTC_SHEET = "mockCrimeME"
+# part_C/{sub}/a/color/{N}.jpg, as read by third-party code (UNCONFIRMED as the owners' layout).
+PARTC_FRAME_FOLDERS = ("part_C", "part_C/part_C", "RGB_Depth/part_C/part_C")
+
+PARTC_LAYOUT = """\
+ROOT/
+  CAS(ME)3_part_C_ME.xlsx      sheet 'mockCrimeME': sub, count, onset, offset, au, emotion (no apex)
+  part_C/1/a/color/N.jpg ...   {sub}/{the one video folder}/color/{N}.jpg (UNCONFIRMED)
+  (the annotation may sit in ROOT/annotation/partC/)"""
+
+_AU_SEPARATORS = re.compile(r"\s*[,\uff0c+]\s*")
+
+
+def partc_action_units(value: str | None) -> str | None:
+    """Part C's comma-separated AUs (one cell uses the Chinese comma U+FF0C) in the ``+`` form of the other
+    datasets: ``4, 7`` and ``4\uff0c7`` give ``4+7``."""
+    if value is None:
+        return None
+    codes = [c for c in _AU_SEPARATORS.split(value.strip()) if c]
+    return "+".join(codes) or None
+
+
+def _partc_subject_folder(frames_root: Path, subject: str) -> Path | None:
+    found = find_child(frames_root, subject)
+    if found is None and subject.isdigit() and frames_root.is_dir():
+        # A folder name zero-padded or not ("01" for sub 1).
+        found = next((p for p in frames_root.iterdir() if p.name.isdigit() and int(p.name) == int(subject)), None)
+    return found
+
+
+def load_casme3_partc(root: Path, *, annotation: Path, version: str, require_frames: bool = False) -> LoadedDataset:
+    """Read CAS(ME)^3 Part C micro-expressions (the mock-crime part).
+
+    Samples are keyed on (sub, count): sample id ``casme3_partc/1/2``, subject ``casme3_partc/1`` (Part C
+    numbers its subjects on its own; nothing links them to Part A's ``spNO.x``). The file has no apex, and
+    apex stays <NA> (``--sampling apex`` cannot use these samples); the midpoint some code uses is not an
+    annotation. Emotions are the file's own (negative, positive, surprise, others).
+
+    Args:
+        root: dataset root (layout in ``PARTC_LAYOUT``).
+        annotation: ``CAS(ME)3_part_C_ME.xlsx``.
+        version: ``v1`` (the one distributed file).
+        require_frames: exclude samples whose frames are missing instead of keeping them frameless.
+    """
+    frame = read_sheet(
+        annotation,
+        sheet=PARTC_SHEET,
+        header=0,
+        required=("sub", "count", "onset", "offset", "emotion"),
+        dataset="casme3_partc",
+    )
+    raw = raw_frame(
+        frame,
+        {
+            "subject_raw": "sub",
+            "clip": "count",
+            "onset": "onset",
+            "offset": "offset",
+            "emotion": "emotion",
+            "action_units": "au" if "au" in frame.columns else None,
+        },
+        first_row=2,
+    )
+    raw["action_units"] = [partc_action_units(v) for v in raw["action_units"]]
+    frames_root = next((root / d for d in PARTC_FRAME_FOLDERS if (root / d).is_dir()), root)
+
+    def locate(rec: Mapping[str, Any]) -> Path | None:
+        subject = _partc_subject_folder(frames_root, rec["subject_raw"])
+        if subject is None or not subject.is_dir():
+            return None
+        if (subject / "color").is_dir():
+            return subject / "color"
+        videos = [p / "color" for p in subject.iterdir() if (p / "color").is_dir()]
+        return videos[0] if len(videos) == 1 else None
+
+    return build_loaded(
+        raw,
+        name="casme3_partc",
+        dataset="casme3_partc",
+        sample_id=lambda rec: f"casme3_partc/{rec['subject_raw']}/{rec['clip']}",
+        locate=locate,
+        fps=FPS,
+        require_frames=require_frames,
+        annotation_path=annotation,
+        version=version,
+        root=root,
+        notes=["Part C has no apex column: apex is <NA> for every sample"],
+    )
+
+
+PARTC_SPEC = register_dataset(
+    DatasetSpec(
+        name="casme3_partc",
+        title="CAS(ME)^3 Part C",
+        loader=load_casme3_partc,
+        layout=PARTC_LAYOUT,
+        annotations=PARTC_ANNOTATIONS,
+        default_version="v1",
+    )
+)
+
+
+# --- Part A + Part C --------------------------------------------------------------------------------------
+
+AC_LAYOUT = f"""\
+ROOT/ holds both parts:
+{LAYOUT}
+{PARTC_LAYOUT}"""
+
+
+def load_casme3_ac(
+    root: Path, *, annotation: Path, version: str, part_c: str = "auto", require_frames: bool = False
+) -> LoadedDataset:
+    """Read CAS(ME)^3 Part A and Part C as one dataset (each sample keeps its part's ``dataset`` name).
+
+    Args:
+        root: a root holding both parts (``AC_LAYOUT``).
+        annotation: the Part A workbook (``version`` ``v2`` or ``v1``, as for ``casme3``).
+        version: the Part A annotation version.
+        part_c: ``auto`` (the owners' Part C file name in ROOT or ROOT/annotation/partC/) or a path.
+        require_frames: as for each part.
+    """
+    if part_c == "auto":
+        found = first_existing(root, PARTC_ANNOTATIONS["v1"])
+        if found is None:
+            raise DatasetError(
+                f"casme3_ac: no Part C annotation in {root} (looked for {' or '.join(PARTC_ANNOTATIONS['v1'])}).\n"
+                f"Expected layout:\n{AC_LAYOUT}\nPass its path with -o part_c=PATH, or load casme3 for Part A alone."
+            )
+        partc_path = found
+    else:
+        partc_path = Path(part_c).expanduser()
+        if not partc_path.is_file():
+            raise DatasetError(f"casme3_ac: Part C annotation file {partc_path} does not exist")
+    parts = {
+        "casme3": load_casme3(root, annotation=annotation, version=version, require_frames=require_frames),
+        "casme3_partc": load_casme3_partc(root, annotation=partc_path, version="v1", require_frames=require_frames),
+    }
+    notes = [f"part A: {annotation.name} version {version}", f"part C: {partc_path.name}"]
+    for name, part in parts.items():
+        notes += [f"{name}: {n}" for n in part.notes]
+    return merge_loaded(
+        "casme3_ac",
+        parts,
+        annotation_path=annotation,
+        annotation_md5=parts["casme3"].annotation_md5,
+        version=version,
+        root=root,
+        notes=notes,
+    )
+
+
+AC_SPEC = register_dataset(
+    DatasetSpec(
+        name="casme3_ac",
+        title="CAS(ME)^3 Part A + Part C",
+        loader=load_casme3_ac,
+        layout=AC_LAYOUT,
         annotations=ANNOTATIONS,
         default_version="v2",
     )
