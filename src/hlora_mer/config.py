@@ -378,6 +378,11 @@ class DataConfig:
     detector: str = _field("dlib", "landmark detector for alignment: dlib, mediapipe, or none (frames already cropped)")
     margin: float = _field(0.5, "border around the eyes-and-mouth box, as a fraction of its extent")
     sampling: str = _field("uniform", "temporal sampling of the t frames in onset..offset: uniform or apex")
+    estimate_apex: bool = _field(
+        False,
+        "estimate a missing apex (frame of largest grey difference from the onset frame, after alignment), "
+        "marked apex_estimated in the cache manifest, for apex sampling; false leaves it missing",
+    )
     preprocess_workers: int = _field(1, "processes that align clips when the cache lacks some")
     flip_prob: float = _field(0.5, "probability of a horizontal flip of a training clip (all frames together)")
 

