@@ -122,12 +122,45 @@ def test_a_changed_frame_inside_the_span_re_estimates(tmp_path) -> None:
     table = _table(tmp_path)
     preprocess_table(table, tmp_path / "cache", ESTIMATE)
     moved = list(PROFILE)
-    moved[PEAK - 1], moved[1] = moved[1], 80  # frame 2 (not among the earlier samples) becomes the peak
-    assert 2 not in _entry(preprocess_table(table, tmp_path / "cache", ESTIMATE))["frame_numbers"]
-    write_frames(tmp_path / "frames" / "EP01", _clip(profile=moved), first_number=1)
+    moved[PEAK - 1], moved[1] = moved[1], 80  # frame 2 becomes the peak
+    # Neither changed frame is among the frames uniform sampling (the estimate's starting point) would take.
+    assert not {2, PEAK} & set(select_frames(NUMBERS, NUMBERS[0], NUMBERS[-1], 4, mode="uniform"))
+    frames = _clip(profile=moved)
+    for number in (2, PEAK):  # rewrite only the changed files
+        write_frames(tmp_path / "frames" / "EP01", [frames[number - 1]], first_number=number)
     report = preprocess_table(table, tmp_path / "cache", ESTIMATE)
     assert report.done == ["casme2/01/EP01"]
     assert _entry(report)["apex"] == 2
+
+
+def test_video_clip_gets_the_same_estimate_as_its_frames(tmp_path) -> None:
+    """A video's onset..offset is decoded whole for the estimate; the result matches its frames as images."""
+    pytest.importorskip("av")
+    from hlora_mer.data.video import read_video_frames, write_video
+    from hlora_mer.preprocess.cache import clip_relpath
+
+    ys, xs = np.mgrid[0:120, 0:160]
+    base = np.stack([128 + 60 * np.sin(xs / 15.0), 128 + 60 * np.cos(ys / 11.0), np.full((120, 160), 90.0)], -1)
+    frames = []
+    for amount in PROFILE:
+        frame = base.copy()
+        frame[40:80, 60:100] += amount
+        frames.append(frame.clip(0, 255).astype(np.uint8))
+    path = tmp_path / "clip.mp4"
+    write_video(path, frames, fps=30)
+    images = write_frames(tmp_path / "frames", list(read_video_frames(path, range(len(frames)))), first_number=0)
+    last = len(frames) - 1
+    rows = [
+        table_row("vid/01/video", video_path=str(path), numbers=[], onset=0, offset=last),
+        table_row("vid/01/images", images, onset=0, offset=last),
+    ]
+    report = preprocess_table(make_table(rows), tmp_path / "cache", ESTIMATE)
+    assert sorted(report.done) == ["vid/01/images", "vid/01/video"], report.failed
+    assert report.apex_estimated == {"vid/01/images": PEAK - 1, "vid/01/video": PEAK - 1}  # 0-based numbers
+    np.testing.assert_array_equal(
+        np.load(report.cache_dir / clip_relpath("vid/01/video")),
+        np.load(report.cache_dir / clip_relpath("vid/01/images")),
+    )
 
 
 def test_experiment_config_and_checkpoint_carry_the_option() -> None:
