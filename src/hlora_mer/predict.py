@@ -574,7 +574,7 @@ def predict_clips(
                 continue
         aligned += 1
         step("align", aligned, total)
-    if params.sampling == "apex" and any(r["apex"] is None for r in rows.values()):
+    if params.sampling == "apex" and not params.estimate_apex and any(r["apex"] is None for r in rows.values()):
         logger.warning(
             "the model was trained with apex sampling; clips without an apex frame are sampled uniformly "
             "(give --apex, or an apex column in the manifest)"
