@@ -372,6 +372,11 @@ class DataConfig:
         {}, "dataset name -> extra loader options (e.g. casme2: {frames: cropped}); see 'hlora-mer data list'"
     )
     label_scheme: str = _field("casme2_5cls", "registered label scheme; it fixes the classes and model.num_classes")
+    composite: str | None = _field(
+        None,
+        "a cross-dataset composite (megc2019_3cls, shared_emotion, or the path of your own YAML; docs/datasets.md): "
+        "it sets data.datasets and data.label_scheme, and its versions and options are the defaults",
+    )
     cache_dir: str | None = _field(
         None, "folder of the aligned-clip cache ('hlora-mer preprocess' output); null = <output_dir>/cache"
     )
@@ -388,6 +393,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         self.datasets = tuple(self.datasets)
+        if self.composite:
+            self._apply_composite()
         if not self.datasets:
             raise ConfigError("data.datasets must name at least one dataset")
         if len(set(self.datasets)) != len(self.datasets):
@@ -413,6 +420,26 @@ class DataConfig:
             raise ConfigError(f"data.flip_prob must be in [0, 1]; got {self.flip_prob}")
         if self.preprocess_workers < 1:
             raise ConfigError(f"data.preprocess_workers must be >= 1; got {self.preprocess_workers}")
+
+    def _apply_composite(self) -> None:
+        """Take data.datasets and data.label_scheme from the composite; any other value of them is an error."""
+        from hlora_mer.data.composites import load_composite
+
+        assert self.composite is not None
+        comp = load_composite(self.composite)
+        default_datasets, default_scheme = ("casme2",), "casme2_5cls"
+        if self.datasets not in (default_datasets, comp.datasets):
+            raise ConfigError(
+                f"data.composite={self.composite} sets data.datasets to {list(comp.datasets)}; found "
+                f"{list(self.datasets)}. Drop data.datasets (members without data.roots are "
+                + ("left out)" if comp.missing == "skip" else "an error)")
+            )
+        if self.label_scheme not in (default_scheme, comp.name):
+            raise ConfigError(
+                f"data.composite={self.composite} sets data.label_scheme to {comp.name!r}; found "
+                f"{self.label_scheme!r}. Drop data.label_scheme, or edit the composite's labels"
+            )
+        self.datasets, self.label_scheme = comp.datasets, comp.name
 
 
 @dataclass

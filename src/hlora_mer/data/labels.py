@@ -173,7 +173,14 @@ def get_scheme(name: str | LabelScheme) -> LabelScheme:
         return name
     key = name.strip().lower()
     if key not in _SCHEMES:
-        raise DatasetError(f"unknown label scheme {name!r}; known schemes: {', '.join(list_schemes())}")
+        from hlora_mer.data.composites import list_composites, load_composite
+
+        if key in list_composites():  # a shipped composite's mapping is a scheme too (docs/datasets.md)
+            return load_composite(key).scheme()
+        raise DatasetError(
+            f"unknown label scheme {name!r}; known schemes: {', '.join(list_schemes())}; "
+            f"composites: {', '.join(list_composites())}"
+        )
     return _SCHEMES[key]
 
 

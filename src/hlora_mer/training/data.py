@@ -175,6 +175,14 @@ def load_labelled_table(cfg: ExperimentConfig) -> tuple[pd.DataFrame, tuple[str,
     """
     from hlora_mer.data import apply_label_scheme, get_scheme, load_dataset
 
+    if cfg.data.composite:
+        from hlora_mer.data.composites import load_composite, load_composite_table
+
+        composite = load_composite(cfg.data.composite)
+        comp_table, comp_excluded, comp_info = load_composite_table(
+            composite, cfg.data.roots, versions=cfg.data.versions, options=cfg.data.options
+        )
+        return comp_table, composite.classes, comp_excluded, comp_info
     scheme = get_scheme(cfg.data.label_scheme)
     tables, excluded, info = [], [], {}
     for name in cfg.data.datasets:
