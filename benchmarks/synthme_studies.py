@@ -6,7 +6,7 @@ Generates the demo's SynthME (the same identities, motions and amplitude as ``ma
 and records each variant's pooled ACC / UF1 (mean and std over seeds, bootstrap interval over test
 subjects), the wall time and the machine in ``--out``. ``hlora-mer report`` draws the Fig. 3 plot beside
 the table. These are not the paper's numbers: they show whether each part of the model matters on data
-we can ship. Not a test: a full run takes hours on 2 CPU cores (27 LOSO runs of 12 folds).
+we can ship. Not a test: a full run takes about two hours on 2 CPU cores (18 LOSO runs of 12 folds).
 
     python benchmarks/synthme_studies.py [--studies fig3 table9] [--workdir runs/studies]
         [--out benchmarks/results/synthme_studies.json] [KEY=VALUE ...]
