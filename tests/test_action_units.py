@@ -293,3 +293,45 @@ def test_real_rule_applications_and_agreement(tmp_path):
     labelled, _ = apply_label_scheme(casme3, "objective_5cls_aus")
     assert labelled["label"].value_counts().to_dict() == scheme_counts["casme3_v2"]
     assert (objective_agreement(casme3).compared, objective_agreement(casme3).agreed) == (860, 860)
+
+
+# MEGC2018 objective classes as published (Davison, Merghani and Yap, 2018, "Objective classes for
+# micro-facial expression recognition", Table 2), written out by hand from the paper, not from the module.
+PUBLISHED_OBJECTIVE_CLASSES = {
+    "I": ["AU6", "AU12", "AU6+AU12", "AU6+AU7+AU12", "AU7+AU12"],
+    "II": ["AU1+AU2", "AU5", "AU25", "AU1+AU2+AU25", "AU25+AU26", "AU5+AU24"],
+    "III": ["AU23", "AU4", "AU4+AU7", "AU4+AU5", "AU4+AU5+AU7", "AU17+AU24", "AU4+AU6+AU7", "AU4+AU38"],
+    "IV": [
+        "AU10", "AU9", "AU4+AU9", "AU4+AU40", "AU4+AU5+AU40", "AU4+AU7+AU9", "AU4+AU9+AU17", "AU4+AU7+AU10",
+        "AU4+AU5+AU7+AU9", "AU7+AU10",
+    ],
+    "V": ["AU1", "AU15", "AU1+AU4", "AU6+AU15", "AU15+AU17"],
+    "VI": ["AU1+AU2+AU4", "AU20"],
+}  # fmt: skip
+
+
+def _published_sets():
+    return {
+        name: {frozenset(int(au.removeprefix("AU")) for au in combo.split("+")) for combo in combos}
+        for name, combos in PUBLISHED_OBJECTIVE_CLASSES.items()
+    }
+
+
+def test_objective_class_table_is_the_published_table():
+    from hlora_mer.data.action_units import OBJECTIVE_CLASSES
+
+    assert {name: set(combos) for name, combos in OBJECTIVE_CLASSES.items()} == _published_sets()
+    assert sum(len(combos) for combos in OBJECTIVE_CLASSES.values()) == 36  # no combination listed twice
+
+
+@pytest.mark.parametrize(
+    ("name", "combo"), [(name, combo) for name, combos in PUBLISHED_OBJECTIVE_CLASSES.items() for combo in combos]
+)
+def test_every_published_combination_gets_its_class(name, combo):
+    # written the way the owners write AUs (no "AU", sides and intensities), through the parser
+    code = combo.replace("AU", "")
+    assert objective_class_from_aus(parse_action_units(code).aus) == name
+    sided = "+".join(f"L{au}B" for au in code.split("+"))
+    assert objective_class_from_aus(parse_action_units(sided).aus) == name
+    # one more AU is another combination: the table is matched exactly
+    assert objective_class_from_aus([*map(int, code.split("+")), 43]) == "VII"
