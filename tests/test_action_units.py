@@ -335,3 +335,13 @@ def test_every_published_combination_gets_its_class(name, combo):
     assert objective_class_from_aus(parse_action_units(sided).aus) == name
     # one more AU is another combination: the table is matched exactly
     assert objective_class_from_aus([*map(int, code.split("+")), 43]) == "VII"
+
+
+def test_question_mark_after_an_au_marks_it_uncertain():
+    from hlora_mer.data.action_units import RULE_QUESTION_SUFFIX
+
+    parsed = parse_action_units("13?")
+    assert parsed.ok and parsed.aus == {AU(13, uncertain=True)} and _rules("13?") == [RULE_QUESTION_SUFFIX.name]
+    assert parse_action_units("6+R12B?").aus == {AU(6), AU(12, side="R", intensity="B", uncertain=True)}
+    assert objective_class_from_aus(parse_action_units("6+12?").aus) == "I"  # active: the AU took part
+    assert parse_action_units("?").aus is None  # a cell that is only '?' stays unknown

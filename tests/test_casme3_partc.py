@@ -125,3 +125,49 @@ def test_a_part_a_file_is_diffed_as_casme3_not_as_the_composite(partc_root):
     assert infer_dataset(path) == "casme3"
     assert infer_dataset(partc_root) is None  # a root with both parts: casme3 or casme3_partc
     assert load_version(path).dataset == "casme3"
+
+
+def test_partc_question_mark_after_an_au_is_that_au_uncertain(tmp_path):
+    # Part C 10/1 is written '13?': AU13, uncertain (a '?' after an AU), not an unreadable code.
+    from hlora_mer.data import check_dataset
+    from hlora_mer.data.action_units import AU, RULE_QUESTION_SUFFIX, au_report, au_table, objective_class_from_aus
+
+    rows = [(10, 1, 10, 20, "13?", "negative"), (10, 2, 30, 40, "6, 12?", "positive"), (11, 1, 5, 9, "4", "others")]
+    write_partc(tmp_path / "CAS(ME)3_part_C_ME.xlsx", rows)
+    table = load_dataset("casme3_partc", tmp_path).table
+    problems = check_dataset(load_dataset("casme3_partc", tmp_path))
+    assert [p for p in problems if p.kind == "unparsed_action_units"] == []
+    report = au_report(table)
+    assert report.unparsed == ()
+    assert [(sid, r.rule) for sid, r in report.rules] == [
+        ("casme3_partc/10/1", RULE_QUESTION_SUFFIX.name),
+        ("casme3_partc/10/2", RULE_QUESTION_SUFFIX.name),
+    ]
+    onehot = au_table(table)
+    assert onehot.loc["casme3_partc/10/1"].to_dict() == {"AU4": 0, "AU6": 0, "AU12": 0, "AU13": 1}
+    classes = {
+        sid: objective_class_from_aus(parse(code))
+        for sid, code in zip(table["sample_id"], table["action_units"], strict=True)
+    }
+    assert classes == {"casme3_partc/10/1": "VII", "casme3_partc/10/2": "I", "casme3_partc/11/1": "III"}
+    assert parse(table["action_units"].iloc[0]) == {AU(13, uncertain=True)}
+
+
+def parse(code):
+    from hlora_mer.data.action_units import parse_action_units
+
+    return parse_action_units(code).aus
+
+
+def test_real_partc_every_au_cell_parses(tmp_path, annotations_dir):
+    import shutil
+
+    from hlora_mer.data.action_units import AU, au_report, objective_class_from_aus
+
+    shutil.copyfile(annotations_dir / "CAS(ME)3_part_C_ME.xlsx", tmp_path / "CAS(ME)3_part_C_ME.xlsx")
+    table = load_dataset("casme3_partc", tmp_path).table.set_index("sample_id", drop=False)
+    assert len(table) == 165
+    assert au_report(table).unparsed == ()
+    assert table.loc["casme3_partc/10/1", "action_units"] == "13?"
+    assert parse("13?") == {AU(13, uncertain=True)}
+    assert objective_class_from_aus(parse(table.loc["casme3_partc/10/1", "action_units"])) == "VII"

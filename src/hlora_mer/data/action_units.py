@@ -9,7 +9,7 @@ Chinese comma). :func:`parse_action_units` turns one such cell into a frozenset 
 
 Grammar of one AU token (after the rules below have split alternatives apart)::
 
-    [AU] [L|R|A|T|B] NUMBER [A-E] [(k)]          e.g. R12A, A14C, T18, B23, 43E, AU12, 12(k)
+    [AU] [L|R|A|T|B] NUMBER [A-E] [(k)] [?]      e.g. R12A, A14C, T18, B23, 43E, AU12, 12(k), 13?
     ref( TOKEN )                                 a reference AU (SAMM), see RULE_REF
 
 * ``L`` / ``R``: unilateral left / right (``side``);
@@ -129,12 +129,28 @@ RULE_DESCRIPTOR = Rule(
 )
 """Known non-AU descriptors (``soft focus``): left out of the set, listed."""
 
-RULES: tuple[Rule, ...] = (RULE_OR, RULE_SLASH, RULE_UNKNOWN, RULE_REF, RULE_K_SUFFIX, RULE_DESCRIPTOR)
+RULE_QUESTION_SUFFIX = Rule(
+    "question_suffix_uncertain",
+    "A '?' written after an AU (CAS(ME)^3 Part C 10/1: '13?') marks that AU as uncertain, the way SAMM's "
+    "symbol key uses '?' for an unclear AU: it is kept, active, with uncertain=True (Part C 10/1 is AU13, "
+    "class VII). A cell that is only '?' is RULE_UNKNOWN.",
+)
+"""``13?``: the AU is kept, active, marked ``uncertain``."""
+
+RULES: tuple[Rule, ...] = (
+    RULE_OR,
+    RULE_SLASH,
+    RULE_UNKNOWN,
+    RULE_QUESTION_SUFFIX,
+    RULE_REF,
+    RULE_K_SUFFIX,
+    RULE_DESCRIPTOR,
+)
 
 DESCRIPTORS: frozenset[str] = frozenset({"soft focus"})
 """Non-AU words found in AU cells, read by ``RULE_DESCRIPTOR``."""
 
-_TOKEN = re.compile(r"^(?:AU)?\s*([LRATB])?\s*(\d{1,2})\s*([A-E])?\s*(\(k\))?$", re.IGNORECASE)
+_TOKEN = re.compile(r"^(?:AU)?\s*([LRATB])?\s*(\d{1,2})\s*([A-E])?\s*(\(k\))?\s*(\?)?$", re.IGNORECASE)
 _REF = re.compile(r"^ref\s*\((.*)\)$", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[+,，;]")
 
@@ -185,7 +201,7 @@ def _parse_token(token: str, *, ref: bool = False, uncertain: bool = False) -> A
     match = _TOKEN.match(token.strip())
     if match is None:
         return None
-    prefix, number, intensity, k = match.groups()
+    prefix, number, intensity, k, question = match.groups()
     prefix = prefix.upper() if prefix else None
     return AU(
         number=int(number),
@@ -194,7 +210,7 @@ def _parse_token(token: str, *, ref: bool = False, uncertain: bool = False) -> A
         intensity=intensity.upper() if intensity else None,
         ref=ref,
         k=bool(k),
-        uncertain=uncertain,
+        uncertain=uncertain or bool(question),
     )
 
 
@@ -283,6 +299,8 @@ def parse_action_units(value: object) -> ParsedAUs:
                     continue
                 if au.k:
                     note(RULE_K_SUFFIX)
+                if candidate.rstrip().endswith("?"):
+                    note(RULE_QUESTION_SUFFIX)
                 aus.add(au)
     return ParsedAUs(code, frozenset(aus), tuple(rules), tuple(unparsed))
 
