@@ -91,17 +91,22 @@ def _rules(code):
     return [r.rule for r in parse_action_units(code).rules]
 
 
-def test_or_rule_keeps_every_alternative_marked_uncertain():
+def test_or_rule_reads_the_first_alternative_and_keeps_the_others_marked_uncertain():
     parsed = parse_action_units("(R6 or R12)+R15")
-    assert parsed.aus == {AU(6, side="R", uncertain=True), AU(12, side="R", uncertain=True), AU(15, side="R")}
+    assert parsed.aus == {
+        AU(6, side="R", uncertain=True),
+        AU(12, side="R", uncertain=True, alternative=True),
+        AU(15, side="R"),
+    }
     assert _rules("(R6 or R12)+R15") == [RULE_OR.name]
-    assert active_numbers(parse_action_units("R14A or 17A or 24A").aus) == {14, 17, 24}
+    assert active_numbers(parse_action_units("R14A or 17A or 24A").aus) == {14}
 
 
 def test_slash_rule_keeps_the_au_with_its_first_alternative():
     assert parse_action_units("10A/B").aus == {AU(10, intensity="A", uncertain=True)}
     assert parse_action_units("A/L12").aus == {AU(12, modifier="A", uncertain=True)}
-    assert active_numbers(parse_action_units("12/14").aus) == {12, 14}
+    assert active_numbers(parse_action_units("12/14").aus) == {12}  # read like 'or'
+    assert AU(14, uncertain=True, alternative=True) in parse_action_units("12/14").aus
     assert _rules("4A/B") == [RULE_SLASH.name]
 
 
@@ -213,20 +218,22 @@ def _manifest_root(tmp_path):
 def test_label_scheme_on_aus(tmp_path):
     loaded = load_dataset("manifest", _manifest_root(tmp_path), dataset_name="mine")
     labelled, left_out = apply_label_scheme(loaded.table, "objective_5cls_aus")
-    assert dict(zip(labelled["sample_id"], labelled["label"], strict=True)) == {"mine/p1/a": "I", "mine/p2/c": "III"}
+    labels = dict(zip(labelled["sample_id"], labelled["label"], strict=True))
+    # R12 or R14 without an owners' class: the first alternative, R12 -> I
+    assert labels == {"mine/p1/a": "I", "mine/p1/b": "I", "mine/p2/c": "III"}
     kinds = dict(zip(left_out["sample_id"], left_out["kind"], strict=True))
-    # R12 or R14 -> {12, 14} -> VII (dropped); '?' and the unreadable code get no class
-    assert kinds == {"mine/p1/b": "dropped_label", "mine/p2/d": "no_label", "mine/p3/e": "no_label"}
+    # '?' and the unreadable code get no class
+    assert kinds == {"mine/p2/d": "no_label", "mine/p3/e": "no_label"}
     assert list(loaded.table["action_units"]) == ["6+12", "R12 or R14", "4+7", "?", "4+blink"]  # unchanged
 
 
 def test_summary_prints_au_frequencies(tmp_path, capsys):
     root = _manifest_root(tmp_path)
     summary = summarize(load_dataset("manifest", root, dataset_name="mine"))
-    assert summary.action_units == {"AU12": 2, "AU4": 2, "AU6": 1, "AU7": 1, "AU14": 1}
+    assert summary.action_units == {"AU12": 2, "AU4": 2, "AU6": 1, "AU7": 1}  # 'R12 or R14': R12 only
     assert main(["data", "summary", "manifest", str(root)]) == 0
     out = capsys.readouterr().out
-    assert "action units (5 distinct; top 5, samples per AU):" in out
+    assert "action units (4 distinct; top 4, samples per AU):" in out
     assert out.index("AU12") < out.index("AU6")
 
 
@@ -277,7 +284,7 @@ def test_real_rule_applications_and_agreement(tmp_path):
             rules[application.rule] = rules.get(application.rule, 0) + 1
     assert rules == {RULE_OR.name: 5, RULE_SLASH.name: 3, RULE_REF.name: 9, RULE_DESCRIPTOR.name: 1}
     agreement = objective_agreement(samm)
-    assert (agreement.compared, agreement.agreed) == (159, 147)  # docs/datasets.md
+    assert (agreement.compared, agreement.agreed) == (159, 148)  # docs/datasets.md
     labelled, _ = apply_label_scheme(samm, "objective_5cls_aus")
     scheme_counts = get_scheme("objective_5cls_aus").counts
     assert labelled["label"].value_counts().to_dict() == scheme_counts["samm_v2"]
@@ -345,3 +352,61 @@ def test_question_mark_after_an_au_marks_it_uncertain():
     assert parse_action_units("6+R12B?").aus == {AU(6), AU(12, side="R", intensity="B", uncertain=True)}
     assert objective_class_from_aus(parse_action_units("6+12?").aus) == "I"  # active: the AU took part
     assert parse_action_units("?").aus is None  # a cell that is only '?' stays unknown
+
+
+def test_or_cell_one_hot_has_one_reading_and_keeps_the_uncertain_flag():
+    from hlora_mer.data.action_units import RULE_OR_OWNER, au_report, au_uncertain_table
+
+    table = _table(
+        [
+            ("s1", "L12 or L14", None),  # no owners' class: the first alternative is the reading
+            ("s2", "R12 or R14", "VII"),  # the owners' VII: R14 (R12 would be I)
+            ("s3", "L12 or L14", "I"),  # the owners' I agrees with the first alternative
+            ("s4", "(R6 or R12)+R15", 7),  # R6+R15 is V, R12+R15 is VII: the owners' VII picks R12
+            ("s5", "4+7", "III"),
+        ]
+    )
+    onehot = au_table(table)
+    assert list(onehot.columns) == ["AU4", "AU6", "AU7", "AU12", "AU14", "AU15"]
+    assert onehot.loc["s1"].to_dict() == {"AU4": 0, "AU6": 0, "AU7": 0, "AU12": 1, "AU14": 0, "AU15": 0}
+    assert onehot.loc["s2"].to_dict() == {"AU4": 0, "AU6": 0, "AU7": 0, "AU12": 0, "AU14": 1, "AU15": 0}
+    assert onehot.loc["s3", ["AU12", "AU14"]].tolist() == [1, 0]
+    assert onehot.loc["s4", ["AU6", "AU12", "AU15"]].tolist() == [0, 1, 1]
+    assert onehot.sum(axis=None) == 1 + 1 + 1 + 2 + 2  # one alternative per 'or', never all of them
+    flags = au_uncertain_table(table)
+    assert list(flags.columns) == list(onehot.columns) and list(flags.index) == list(onehot.index)
+    assert flags.loc["s1", ["AU12", "AU14"]].tolist() == [1, 1]  # both alternatives stay marked uncertain
+    assert flags.loc["s4"].to_dict() == {"AU4": 0, "AU6": 1, "AU7": 0, "AU12": 1, "AU14": 0, "AU15": 0}
+    assert flags.loc["s5"].sum() == 0
+    applied = [(sid, r.rule) for sid, r in au_report(table).rules]
+    assert (("s2", RULE_OR_OWNER.name) in applied) and (("s4", RULE_OR_OWNER.name) in applied)
+    assert ("s1", RULE_OR_OWNER.name) not in applied and ("s3", RULE_OR_OWNER.name) not in applied
+    agreement = objective_agreement(table)
+    assert (agreement.compared, agreement.agreed) == (4, 4)
+
+
+def test_or_alternatives_are_kept_but_only_the_reading_is_active():
+    parsed = parse_action_units("L12 or L14")
+    assert parsed.aus == {AU(12, side="L", uncertain=True), AU(14, side="L", uncertain=True, alternative=True)}
+    assert active_numbers(parsed.aus) == {12} and objective_class_from_aus(parsed.aus) == "I"
+    resolved = parse_action_units("L12 or L14", owner_class="VII")
+    assert active_numbers(resolved.aus) == {14}
+    # an owners' class no alternative gives leaves the first alternative as the reading
+    assert active_numbers(parse_action_units("L12 or L14", owner_class="III").aus) == {12}
+    assert active_numbers(parse_action_units("R14A or 17A or 24A", owner_class="VII").aus) == {14}
+
+
+def test_real_samm_or_rows_in_the_one_hot_table(tmp_path):
+    from hlora_mer.data.action_units import au_uncertain_table
+
+    samm = _real(tmp_path, "samm", SAMM_FILE)
+    onehot, flags = au_table(samm), au_uncertain_table(samm)
+    row = onehot.loc["samm/011/011_4_2"]  # L12 or L14, owners' class I
+    assert (row["AU12"], row["AU14"]) == (1, 0) and flags.loc["samm/011/011_4_2", ["AU12", "AU14"]].tolist() == [1, 1]
+    assert onehot.loc["samm/014/014_5_2", ["AU12", "AU14"]].tolist() == [0, 1]  # R12 or R14, owners' VII
+    assert onehot.loc["samm/007/007_6_1", ["AU6", "AU12", "AU15"]].tolist() == [0, 1, 1]  # (R6 or R12)+R15, VII
+    assert onehot.loc["samm/035/035_7_2", ["AU14", "AU17", "AU24"]].tolist() == [1, 0, 0]
+    assert int(flags.to_numpy().sum()) == 2 + 2 + 2 + 2 + 3 + 3  # 5 'or' rows (11 AUs) + 3 slash rows
+    agreement = objective_agreement(samm)
+    assert (agreement.compared, agreement.agreed) == (159, 148)
+    assert "samm/011/011_4_2" not in set(agreement.disagreements["sample_id"])

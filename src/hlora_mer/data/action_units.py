@@ -18,17 +18,19 @@ Grammar of one AU token (after the rules below have split alternatives apart)::
 * trailing ``A``..``E``: FACS intensity (trace..maximum), kept as ``intensity``.
 
 Active AUs (:func:`active_numbers`) are those that take part in the expression: every record except
-reference AUs and ``(k)`` AUs. The one-hot table (:func:`au_table`) and the objective classes
-(:func:`objective_class_from_aus`) use the active AUs. Rules and measured agreement: ``docs/datasets.md``.
+reference AUs, ``(k)`` AUs and the alternatives of an ``or`` that are not its reading (``RULE_OR``). The
+one-hot table (:func:`au_table`) and the objective classes (:func:`objective_class_from_aus`) use the
+active AUs; :func:`au_uncertain_table` keeps the doubt. Rules and measured agreement: ``docs/datasets.md``.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
@@ -46,7 +48,9 @@ class AU:
         intensity: FACS intensity letter ``A``..``E``, None where not coded.
         ref: written ``ref(...)``: a reference AU, not part of the movement (see ``RULE_REF``).
         k: written with a ``(k)`` suffix (4DME; see ``RULE_K_SUFFIX``).
-        uncertain: one of the owner's alternatives (``or`` / ``/``), see ``RULE_OR`` / ``RULE_SLASH``.
+        uncertain: in doubt: one of the owner's alternatives (``or`` / ``/``, see ``RULE_OR`` /
+            ``RULE_SLASH``) or written with a ``?`` (``RULE_QUESTION_SUFFIX``).
+        alternative: an alternative of an ``or`` that is not the reading (``RULE_OR``): kept, not active.
     """
 
     number: int
@@ -56,11 +60,12 @@ class AU:
     ref: bool = False
     k: bool = False
     uncertain: bool = False
+    alternative: bool = False
 
     @property
     def active(self) -> bool:
-        """Part of the expression: neither a reference AU nor a ``(k)`` AU."""
-        return not (self.ref or self.k)
+        """Part of the expression: neither a reference AU, a ``(k)`` AU nor an alternative not read."""
+        return not (self.ref or self.k or self.alternative)
 
     def __str__(self) -> str:
         text = f"{self.side or ''}{self.modifier or ''}{self.number}{self.intensity or ''}"
@@ -68,7 +73,8 @@ class AU:
             text += "(k)"
         if self.ref:
             text = f"ref({text})"
-        return f"{text}?" if self.uncertain else text
+        text = f"{text}?" if self.uncertain else text
+        return f"or {text}" if self.alternative else text
 
 
 @dataclass(frozen=True)
@@ -80,14 +86,26 @@ class Rule:
 
 
 RULE_OR = Rule(
-    "or_keep_all",
-    "'X or Y' (SAMM: '(R6 or R12)+R15', 'L12 or L14', 'R14A or 17A or 24A'): every alternative is kept, "
-    "marked uncertain. Neither 'take the first' nor 'take the last' is the owners' intent on all SAMM rows "
-    "(their objective classes fit the first alternative of 011_4_2 and the last of 014_5_2): keeping all "
-    "states no preference the owners did not write, and reproduces 3 of the 4 distinct codes' objective "
-    "classes (taking the first: 2 of 4).",
+    "or_first_alternative",
+    "'X or Y' (SAMM: '(R6 or R12)+R15', 'L12 or L14', 'R12 or R14', 'R14A or 17A or 24A'): one alternative is "
+    "the reading: it is active and marked uncertain; the others are kept as records with alternative=True, "
+    "marked uncertain, and are not active (one-hot table, objective classes, AU frequencies). The reading is "
+    "the first alternative, unless the owners' objective class of the row says otherwise (RULE_OR_OWNER). "
+    "Setting every alternative active would code AUs the owners say are not all there.",
 )
-"""SAMM ``or`` entries: keep every alternative, each marked ``uncertain``."""
+"""SAMM ``or`` entries: one alternative active (the first, or the one the owners' class implies), all
+marked ``uncertain``; the others kept with ``alternative=True``."""
+
+RULE_OR_OWNER = Rule(
+    "or_owner_class",
+    "Where the row has an owners' objective class that the first alternative's reading contradicts and "
+    "another alternative's reading gives, that alternative is the reading (SAMM 014_5_2 'R12 or R14', class "
+    "VII: R14; 007_6_1 and 007_6_5 '(R6 or R12)+R15', VII: R12+R15; 011_4_2 'L12 or L14', class I, and "
+    "035_7_2 keep the first). The readings then fit the owners' classes on all 5 SAMM 'or' rows (the first "
+    "alternative alone: 2 of 5; every alternative active: 4 of 5) and tvaranka/meb's hand-picked readings "
+    "on 4 (meb reads 011_4_2 as L14, which contradicts the owners' class I).",
+)
+"""An ``or`` resolved by the row's owners' objective class."""
 
 RULE_SLASH = Rule(
     "slash_first_modifier",
@@ -139,6 +157,7 @@ RULE_QUESTION_SUFFIX = Rule(
 
 RULES: tuple[Rule, ...] = (
     RULE_OR,
+    RULE_OR_OWNER,
     RULE_SLASH,
     RULE_UNKNOWN,
     RULE_QUESTION_SUFFIX,
@@ -244,11 +263,13 @@ def _slash(term: str) -> list[str] | str:
     return [left, right]
 
 
-def parse_action_units(value: object) -> ParsedAUs:
+def parse_action_units(value: object, *, owner_class: object = None) -> ParsedAUs:
     """Parse one AU cell of an annotation file.
 
     Args:
         value: the cell as read (text, int, float or missing).
+        owner_class: the row's owners' objective class (``I``..``VII`` or 1..7), if the file has one: it
+            picks the alternative of an ``or`` that is the reading (``RULE_OR_OWNER``).
 
     Returns:
         The records, the rules applied and the parts that could not be read. ``aus`` is None for a
@@ -260,6 +281,7 @@ def parse_action_units(value: object) -> ParsedAUs:
     if code == "?":
         return ParsedAUs(code, None, (RuleApplication(RULE_UNKNOWN.name, code),))
     aus: set[AU] = set()
+    groups: list[list[AU]] = []  # the alternatives of each 'or', in the order written
     rules: list[RuleApplication] = []
     unparsed: list[str] = []
 
@@ -276,33 +298,60 @@ def parse_action_units(value: object) -> ParsedAUs:
             note(RULE_DESCRIPTOR)
             continue
         inner = term[1:-1].strip() if term.startswith("(") and term.endswith(")") else term
-        alternatives = [a.strip() for a in re.split(r"\s+or\s+", inner, flags=re.IGNORECASE)]
-        uncertain = len(alternatives) > 1
-        if uncertain:
+        written = [a.strip() for a in re.split(r"\s+or\s+", inner, flags=re.IGNORECASE)]
+        if len(written) > 1:
             note(RULE_OR)
-        for alternative in alternatives:
-            candidates: list[str] = [alternative]
+        candidates: list[str] = []
+        slashed = False
+        for alternative in written:
             if "/" in alternative and not _REF.match(alternative):
                 note(RULE_SLASH)
                 resolved = _slash(alternative)
-                candidates = resolved if isinstance(resolved, list) else [resolved]
-                uncertain = True
-            for candidate in candidates:
-                ref_match = _REF.match(candidate)
-                if ref_match:
-                    note(RULE_REF)
-                    au = _parse_token(ref_match.group(1), ref=True, uncertain=uncertain)
-                else:
-                    au = _parse_token(candidate, uncertain=uncertain)
-                if au is None:
-                    unparsed.append(candidate)
-                    continue
-                if au.k:
-                    note(RULE_K_SUFFIX)
-                if candidate.rstrip().endswith("?"):
-                    note(RULE_QUESTION_SUFFIX)
-                aus.add(au)
+                candidates.extend(resolved if isinstance(resolved, list) else [resolved])
+                slashed = True
+            else:
+                candidates.append(alternative)
+        uncertain = len(candidates) > 1 or slashed
+        group: list[AU] = []
+        for candidate in candidates:
+            ref_match = _REF.match(candidate)
+            if ref_match:
+                note(RULE_REF)
+                au = _parse_token(ref_match.group(1), ref=True, uncertain=uncertain)
+            else:
+                au = _parse_token(candidate, uncertain=uncertain)
+            if au is None:
+                unparsed.append(candidate)
+                continue
+            if au.k:
+                note(RULE_K_SUFFIX)
+            if candidate.rstrip().endswith("?"):
+                note(RULE_QUESTION_SUFFIX)
+            group.append(au)
+        if len(group) > 1:
+            groups.append(group)
+        else:
+            aus.update(group)
+    if groups:
+        chosen = _read_alternatives(frozenset(aus), groups, normalize_objective_class(owner_class))
+        if chosen != tuple(group[0] for group in groups):
+            note(RULE_OR_OWNER)
+        for group, pick in zip(groups, chosen, strict=True):
+            aus.update(au if au == pick else replace(au, alternative=True) for au in group)
     return ParsedAUs(code, frozenset(aus), tuple(rules), tuple(unparsed))
+
+
+def _read_alternatives(base: frozenset[AU], groups: list[list[AU]], owner: str | None) -> tuple[AU, ...]:
+    """The alternative read from each group: the first ones, unless the owners' class ``owner``
+    contradicts their reading and another choice gives it (``RULE_OR_OWNER``; the first such choice in
+    the order written)."""
+    first = tuple(group[0] for group in groups)
+    if owner is None or objective_class_from_aus(base | set(first)) == owner:
+        return first
+    for choice in itertools.product(*groups):
+        if objective_class_from_aus(base | set(choice)) == owner:
+            return choice
+    return first
 
 
 def active_numbers(aus: Iterable[AU] | None) -> frozenset[int] | None:
@@ -313,9 +362,12 @@ def active_numbers(aus: Iterable[AU] | None) -> frozenset[int] | None:
 
 
 def parse_column(table: pd.DataFrame) -> pd.Series:
-    """``ParsedAUs`` per row of a sample table's ``action_units`` column, indexed by ``sample_id``."""
+    """``ParsedAUs`` per row of a sample table's ``action_units`` column, indexed by ``sample_id``; a row's
+    ``objective_class``, where the table has one, is passed as its owners' class (``RULE_OR_OWNER``)."""
+    owners = table["objective_class"] if "objective_class" in table.columns else [None] * len(table)
     return pd.Series(
-        [parse_action_units(v) for v in table["action_units"]], index=pd.Index(table["sample_id"], name="sample_id")
+        [parse_action_units(v, owner_class=o) for v, o in zip(table["action_units"], owners, strict=True)],
+        index=pd.Index(table["sample_id"], name="sample_id"),
     )
 
 
@@ -342,19 +394,33 @@ def au_report(table: pd.DataFrame) -> AUReport:
     return AUReport(tuple(rules), tuple(unparsed), freq)
 
 
-def au_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One-hot table of the active AUs present: index ``sample_id``, columns ``AU1``, ``AU2``... (int 0/1,
-    numeric order). Rows whose AUs are unknown (no cell, ``?``) are left out; the rule list says which."""
-    rows: dict[str, frozenset[int]] = {}
+def _one_hot(table: pd.DataFrame, *, uncertain: bool) -> pd.DataFrame:
+    rows: dict[str, frozenset[AU]] = {}
     for sid, parsed in parse_column(table).items():
-        numbers = active_numbers(parsed.aus)
-        if numbers is not None:
-            rows[str(sid)] = numbers
-    present = sorted(set().union(*rows.values())) if rows else []
-    data = [[int(n in numbers) for n in present] for numbers in rows.values()]
+        if parsed.aus is not None:
+            rows[str(sid)] = frozenset(au for au in parsed.aus if not (au.ref or au.k))  # active or alternative
+    present = sorted({au.number for aus in rows.values() for au in aus})
+    data = [
+        [int(any(au.number == n and (au.uncertain if uncertain else au.active) for au in aus)) for n in present]
+        for aus in rows.values()
+    ]
     return pd.DataFrame(
         data, index=pd.Index(list(rows), name="sample_id"), columns=[f"AU{n}" for n in present], dtype=int
     )
+
+
+def au_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One-hot table of the active AUs: index ``sample_id``, columns ``AU1``, ``AU2``... (int 0/1, numeric
+    order) for every AU present, active or as an ``or`` alternative. An ``or`` cell sets only the
+    alternative that is the reading (``RULE_OR``); :func:`au_uncertain_table` keeps the doubt. Rows whose AUs
+    are unknown (no cell, ``?``) are left out; the rule list says which."""
+    return _one_hot(table, uncertain=False)
+
+
+def au_uncertain_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The uncertain flags of :func:`au_table` (same index and columns): 1 where the row codes that AU in
+    doubt, as an ``or`` alternative (read or not), with a ``/`` or with a ``?``; 0 elsewhere."""
+    return _one_hot(table, uncertain=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -378,7 +444,7 @@ OBJECTIVE_RULE = Rule(
     "objective_exact_combination",
     "A sample's class is the class whose list holds exactly its set of active AU numbers (sides and "
     "intensities ignored); any other set is VII. This reproduces the owners' classes best (CAS(ME)^3 v2 "
-    "860/860, CASME II 20190701 column 253/255, SAMM 147/159); the alternative (``exact=False``: the "
+    "860/860, CASME II 20190701 column 253/255, SAMM 148/159); the alternative (``exact=False``: the "
     "class of the largest listed combination inside the set, VII on a tie) agrees less on every file.",
 )
 """How a sample's AUs are matched to the combinations of ``OBJECTIVE_CLASSES``."""
@@ -448,7 +514,7 @@ def objective_agreement(table: pd.DataFrame, *, exact: bool = True) -> Agreement
     agreed = compared = 0
     for sid, code, owner in zip(table["sample_id"], table["action_units"], table["objective_class"], strict=True):
         owner_class = normalize_objective_class(owner)
-        computed = objective_class_from_aus(parse_action_units(code).aus, exact=exact)
+        computed = objective_class_from_aus(parse_action_units(code, owner_class=owner).aus, exact=exact)
         if owner_class is None or computed is None:
             continue
         compared += 1

@@ -136,8 +136,9 @@ def _objective_from_aus(table: pd.DataFrame) -> list[str | None]:
     from hlora_mer.data.action_units import objective_class_from_aus, parse_action_units
 
     out: list[str | None] = []
-    for code in table["action_units"]:
-        parsed = parse_action_units(code)
+    owners = table["objective_class"] if "objective_class" in table.columns else [None] * len(table)
+    for code, owner in zip(table["action_units"], owners, strict=True):
+        parsed = parse_action_units(code, owner_class=owner)  # an 'or' is read as the owners' class implies
         out.append(objective_class_from_aus(parsed.aus) if parsed.ok else None)
     return out
 
@@ -473,7 +474,7 @@ register_scheme(
         counts={
             "casme2_20190701": {"I": 30, "II": 18, "III": 93, "IV": 13, "V": 18},
             "casme2_20140508": {"I": 24, "II": 15, "III": 98, "IV": 14, "V": 21},
-            "samm_v2": {"I": 19, "II": 13, "III": 18, "IV": 6, "V": 3},
+            "samm_v2": {"I": 20, "II": 13, "III": 18, "IV": 6, "V": 3},
             "casme3_v2": {"I": 15, "II": 151, "III": 234, "IV": 37, "V": 47},
         },
     )
