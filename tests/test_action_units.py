@@ -410,3 +410,27 @@ def test_real_samm_or_rows_in_the_one_hot_table(tmp_path):
     agreement = objective_agreement(samm)
     assert (agreement.compared, agreement.agreed) == (159, 148)
     assert "samm/011/011_4_2" not in set(agreement.disagreements["sample_id"])
+
+
+def _classes_of_au_set(table, numbers):
+    from collections import Counter
+
+    from hlora_mer.data.action_units import normalize_objective_class
+
+    return Counter(
+        normalize_objective_class(owner)
+        for code, owner in zip(table["action_units"], table["objective_class"], strict=True)
+        if active_numbers(parse_action_units(code).aus) == frozenset(numbers)
+    )
+
+
+def test_real_owners_classes_of_4_plus_10(tmp_path):
+    # docs/datasets.md: only CASME2-ObjectiveClasses.xlsx puts 4+10 (with its one-sided forms) in class IV
+    place(CASME2_OBJECTIVE, tmp_path / "c2")
+    column = _real(tmp_path / "c2", "casme2", CASME2_FILES["20190701"], version="20190701", objective_classes="coding")
+    assert _classes_of_au_set(column, {4, 10}) == {"VII": 9, "IV": 1}
+    objective_file = _real(tmp_path / "c2", "casme2", CASME2_FILES["20140508"], version="20140508")
+    assert _classes_of_au_set(objective_file, {4, 10}) == {"IV": 8, "III": 1}
+    casme3 = _real(tmp_path / "c3", "casme3", CASME3_FILE)
+    assert _classes_of_au_set(casme3, {4, 10}) == {"VII": 2}
+    assert objective_class_from_aus([4, 10]) == "VII"  # the published table does not list 4+10
