@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from data_fixtures import megc_root, smic_root
+from data_fixtures import CASME2_FILES, megc_root, place, smic_root
 from hlora_mer.config import ExperimentConfig, from_dict
 from hlora_mer.data import apply_label_scheme, get_scheme, load_dataset
 from hlora_mer.data.composites import label_member, list_composites, load_composite, load_composite_table
@@ -87,7 +87,7 @@ def test_megc2019_composite_equals_the_megc2019_loader(tmp_path: Path) -> None:
     b = table[official.columns].sort_values("sample_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
     left = excluded[excluded["kind"] == "composite_exclude"]
-    assert sorted(left["clip"]) == ["EP09_05f", "EP12_01f"]
+    assert sorted(left["clip"]) == ["EP07_01", "EP07_04f", "EP09_05f", "EP10_03", "EP12_01f"]
     assert info["casme2"]["version"] == "20140508"
 
 
@@ -257,3 +257,55 @@ def test_unmapped_emotion_or_excluded_sample_in_the_data(tmp_path: Path) -> None
     comp = load_composite(write_composite(tmp_path / "three.yaml", data))
     with pytest.raises(DatasetError, match=r"excludes \['09/zz'\], which are not samples"):
         label_member(comp, comp.member("casme2"), rows("casme2", [("01", "a", "disgust")]))
+
+
+# --- MEGC2019 membership is its CSV, whatever the CASME II version -----------------------------------
+
+# CASME II coding rows (Subject, Filename, onset, apex, offset, AUs, emotion) as 20190701 writes them:
+# the three sub24 clips MEGC2019 leaves out (sadness in 20140508) are surprise here.
+MEGC_CASME2_ROWS = [
+    ("01", "EP02_01f", 46, 59, 86, "12", "happiness"),
+    ("24", "EP07_01", 10, 20, 30, "1+2", "surprise"),
+    ("24", "EP07_04f", 10, 20, 30, "1+2", "surprise"),
+    ("24", "EP10_03", 10, 20, 30, "1+2", "surprise"),
+    ("25", "EP01_01", 5, 9, 15, "1+2", "surprise"),
+    ("04", "EP12_01f", 3, "/", 40, "4", "disgust"),
+    ("05", "EP09_05f", 10, 10, 20, "4", "disgust"),
+]
+
+
+def write_casme2_coding(path: Path, items: list[tuple]) -> Path:
+    columns = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Action Units", "Estimated Emotion"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(items, columns=columns).to_excel(path, sheet_name="Sheet1", index=False)
+    return path
+
+
+def test_megc2019_composite_keeps_the_csv_members_with_casme2_20190701(tmp_path: Path) -> None:
+    write_casme2_coding(tmp_path / "CASME2-coding-20190701.xlsx", MEGC_CASME2_ROWS)
+    megc = load_composite("megc2019_3cls")
+    loaded = load_dataset("casme2", tmp_path, version="20190701")
+    labelled, excluded = label_member(megc, megc.member("casme2"), loaded.table)
+    assert labelled["sample_id"].tolist() == ["casme2/01/EP02_01f", "casme2/25/EP01_01"]
+    left = excluded.set_index("clip")
+    assert sorted(left.index) == ["EP07_01", "EP07_04f", "EP09_05f", "EP10_03", "EP12_01f"]
+    assert set(left["kind"]) == {"composite_exclude"}
+    assert "not in MEGC2019" in left.loc["EP07_01", "reason"] and "20190701" in left.loc["EP07_01", "reason"]
+
+
+def test_real_megc2019_composite_with_casme2_20190701_is_the_csv(tmp_path: Path) -> None:
+    root = megc_root(tmp_path)  # the real files (skips without HLORA_MER_ANNOTATIONS)
+    official, _ = apply_label_scheme(load_dataset("megc2019", root).table, "megc2019_3cls")
+    place(CASME2_FILES["20190701"], root / "CASME2")
+    table, excluded, info = load_composite_table(
+        load_composite("megc2019_3cls"),
+        {"casme2": root / "CASME2", "samm": root / "SAMM", "smic_hs": root / "SMIC"},
+        versions={"casme2": "20190701"},
+    )
+    assert info["casme2"]["version"] == "20190701"
+    assert len(table) == 442
+    assert sorted(table["sample_id"]) == sorted(official["sample_id"])
+    merged = official.merge(table, on="sample_id", suffixes=("_csv", "_composite"))
+    assert (merged["label_csv"] == merged["label_composite"]).all()
+    left = excluded[excluded["kind"] == "composite_exclude"]
+    assert sorted(left["clip"]) == ["EP07_01", "EP07_04f", "EP09_05f", "EP10_03", "EP12_01f"]
