@@ -126,7 +126,8 @@ def run_check(args: argparse.Namespace) -> int:
         raise DatasetError(f"--num-frames must be at least 1, got {args.num_frames}")
     loaded = _load(args)
     problems = check_dataset(loaded, num_frames=args.num_frames, images=args.images)
-    shown = [p for p in problems if args.warnings or p.severity != "warning"]
+    # The owners' own errata are listed even without --warnings: nothing else tells a v1 user.
+    shown = [p for p in problems if args.warnings or p.severity != "warning" or p.kind == "owner_errata"]
     for problem in shown:
         print(problem)
     _print_au_rules(loaded.table)

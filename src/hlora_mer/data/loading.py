@@ -55,6 +55,8 @@ class LoadedDataset:
         root: the dataset root folder.
         notes: facts worth printing with the summary (fixes applied, secondary files read).
         parts: for composites, the loaded part datasets by name.
+        flagged: sample id -> the owners' own remark that the row is wrong (an errata list the owners
+            publish beside the annotation, e.g. CAS(ME)^3 v1); ``data check`` reports each one.
     """
 
     name: str
@@ -66,6 +68,7 @@ class LoadedDataset:
     root: Path | None = None
     notes: list[str] = field(default_factory=list)
     parts: dict[str, LoadedDataset] = field(default_factory=dict)
+    flagged: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -450,7 +453,8 @@ def merge_loaded(name: str, parts: Mapping[str, LoadedDataset], **fields: Any) -
     table = concat_tables(p.table for p in parts.values())
     excluded = concat_tables((p.excluded for p in parts.values()), EXCLUDED_COLUMNS)
     validate_table(table)
-    return LoadedDataset(name=name, table=table, excluded=excluded, parts=dict(parts), **fields)
+    flagged = {sid: message for p in parts.values() for sid, message in p.flagged.items()}
+    return LoadedDataset(name=name, table=table, excluded=excluded, parts=dict(parts), flagged=flagged, **fields)
 
 
 def first_existing(root: Path, candidates: Iterable[str]) -> Path | None:

@@ -100,6 +100,8 @@ def check_dataset(loaded: LoadedDataset, num_frames: int = 8, *, images: str = "
             problems.append(Problem(row.sample_id, row.kind, row.reason, "excluded"))
     for row in loaded.table.itertuples(index=False):
         problems.extend(_check_row(row, num_frames, images))
+    for sid, message in loaded.flagged.items():
+        problems.append(Problem(sid, "owner_errata", message, "warning"))
     for sid, code, parts in au_report(loaded.table).unparsed:
         message = f"action-unit code {code!r}: cannot read {list(parts)}; the readable AUs are kept"
         problems.append(Problem(sid, "unparsed_action_units", message, "warning"))

@@ -22,8 +22,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from hlora_mer.data.loading import (
     Fix,
@@ -53,6 +56,12 @@ ANNOTATIONS = {
     ),
 }
 SHEETS = {"v2": "label", "v1": "Sheet1"}
+# The owners' list of v1 micro-expressions that were labelled wrongly (jingtingEmmaLi/CAS-ME-3,
+# annotation/partA/): read beside a v1 annotation so that ``data check`` names those rows.
+ERRATA_V1 = (
+    "CAS(ME)3_part_A_wrongly_labeled_me_in_V1.xlsx",
+    "annotation/partA/CAS(ME)3_part_A_wrongly_labeled_me_in_V1.xlsx",
+)
 FRAME_FOLDERS = ("part_A", "part_A_split/part_A", "labeledData/RGB", "RGB")
 
 LAYOUT = """\
@@ -83,6 +92,73 @@ FIXES: tuple[Fix, ...] = (
     Fix({"subject_raw": "spNO.40", "clip": "e", "onset": "1812"}, {"offset": "0"}, {"offset": "1845"}, _V2_SOURCE),
     Fix({"subject_raw": "spNO.40", "clip": "e", "onset": "2327"}, {"offset": "0"}, {"offset": "2403"}, _V2_SOURCE),
 )
+
+
+@dataclass(frozen=True)
+class Erratum:
+    """One row of the owners' v1 errata list: the v1 row it names and what the list writes for it."""
+
+    subject: str
+    clip: str
+    onset: int
+    apex: int | None
+    offset: int | None
+    listed: str
+
+
+def _int(text: object) -> int | None:
+    value = str(text).strip() if text is not None else ""
+    return int(float(value)) if re.fullmatch(r"-?\d+(\.0+)?", value) else None
+
+
+def read_v1_errata(path: Path) -> list[Erratum]:
+    """The owners' errata list of v1 (``ERRATA_V1``): no header; rows Subject, Filename, Onset, Apex,
+    Offset, AU, then the class, emotion or expression type as the owners wrote them (two blocks with
+    different trailing columns, separated by a blank row). Rows without a subject and an onset are skipped.
+
+    Raises:
+        DatasetError: the file cannot be read as a workbook (the message names it).
+    """
+    frame = read_sheet(path, sheet=None, header=None, required=(0, 1, 2, 3, 4, 5), dataset="casme3")
+    out: list[Erratum] = []
+    for row in frame.itertuples(index=False):
+        cells = ["" if pd.isna(v) else str(v).strip() for v in row]
+        onset = _int(cells[2])
+        if not cells[0] or not cells[1] or onset is None:
+            continue
+        rest = ", ".join(c for c in cells[6:9] if c)
+        listed = f"onset {cells[2]}, apex {cells[3]}, offset {cells[4]}, AU {cells[5]}" + (f", {rest}" if rest else "")
+        out.append(Erratum(cells[0], cells[1], onset, _int(cells[3]), _int(cells[4]), listed))
+    return out
+
+
+def _flag_errata(loaded: LoadedDataset, errata: list[Erratum], source: str) -> None:
+    """Put each erratum's row (kept or excluded) in ``loaded.flagged``: the same subject and clip, and the
+    same onset or the same apex and offset (a row whose onset a fix corrected is still found); note the
+    entries this file does not have."""
+    rows = pd.concat([loaded.table, loaded.excluded], ignore_index=True)
+    missing: list[str] = []
+    for erratum in errata:
+        hits = [
+            str(r.sample_id)
+            for r in rows.itertuples(index=False)
+            if str(r.subject_raw) == erratum.subject
+            and str(r.clip) == erratum.clip
+            and (
+                _int(r.onset) == erratum.onset
+                or (erratum.apex is not None and _int(r.apex) == erratum.apex and _int(r.offset) == erratum.offset)
+            )
+        ]
+        if not hits:
+            missing.append(f"{erratum.subject}/{erratum.clip}/{erratum.onset}")
+        for sid in hits:
+            loaded.flagged[sid] = (
+                f"the owners list this v1 row as wrongly labelled ({source}: {erratum.listed}); "
+                "v2 (the default version) drops it or, with this loader's documented fixes, corrects it"
+            )
+    loaded.notes.append(f"owners' errata list {source}: {len(loaded.flagged)} rows of this file flagged")
+    if missing:
+        loaded.notes.append(f"owners' errata entries not in this file: {', '.join(missing)}")
 
 
 def load_casme3(root: Path, *, annotation: Path, version: str, require_frames: bool = False) -> LoadedDataset:
@@ -125,7 +201,7 @@ def load_casme3(root: Path, *, annotation: Path, version: str, require_frames: b
         color = video / "color" if video is not None else None
         return color if color is not None and color.is_dir() else None
 
-    return build_loaded(
+    loaded = build_loaded(
         raw,
         name="casme3",
         dataset="casme3",
@@ -138,6 +214,16 @@ def load_casme3(root: Path, *, annotation: Path, version: str, require_frames: b
         root=root,
         notes=notes,
     )
+    if version == "v1":
+        errata = first_existing(root, ERRATA_V1)
+        if errata is None:
+            loaded.notes.append(
+                f"v1: the owners' list of wrongly labelled v1 rows ({ERRATA_V1[0]}) is not in {root}; put it "
+                "there to have 'hlora-mer data check' name those rows (or use v2, the corrected release)"
+            )
+        else:
+            _flag_errata(loaded, read_v1_errata(errata), errata.name)
+    return loaded
 
 
 SPEC = register_dataset(
