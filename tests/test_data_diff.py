@@ -194,3 +194,21 @@ def test_real_casme2_20140508_against_20190701():
     assert counts["action_units"] > 10
     assert ("casme2/05/EP05_03", "action_units", "?", "16+24") in _rows(diff)
     assert one_sided_fields(a.loaded.table, b.loaded.table) == {"objective_class": "b"}
+
+
+def test_diff_does_not_warn_about_frames(versions, caplog, capsys):
+    # A diff compares annotations: frames are irrelevant there, on bare files and on roots alike.
+    import logging
+
+    from hlora_mer.data import load_dataset
+
+    with caplog.at_level(logging.WARNING):
+        load_dataset("casme2", versions[0].parent, version="20140508")  # as a dataset: the warning stays
+    assert any("no frames on disk" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_pair(versions[0].parent, versions[1].parent)
+    assert not [r.getMessage() for r in caplog.records if "frames" in r.getMessage()]
+    capsys.readouterr()
+    assert main(["data", "diff", str(versions[0]), str(versions[1])]) == 0
+    assert "no frames on disk" not in capsys.readouterr().err

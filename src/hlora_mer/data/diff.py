@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from hlora_mer.data.loading import LoadedDataset, first_existing
+from hlora_mer.data.loading import LoadedDataset, annotations_only, first_existing
 from hlora_mer.data.registry import get_dataset_spec, list_datasets, load_dataset
 from hlora_mer.errors import DatasetError
 
@@ -273,11 +273,12 @@ def load_version(
             )
         version = versions[0] if versions else None
     opts = dict(options or {})
-    if where.is_file():
-        if "objective_classes" in spec.options():
-            opts.setdefault("objective_classes", "coding")
-        loaded = load_dataset(spec.name, where.parent, annotation=where, version=version, **opts)
-    else:
-        loaded = load_dataset(spec.name, where, version=version, **opts)
+    with annotations_only():  # a diff compares annotations: no warning about frames missing
+        if where.is_file():
+            if "objective_classes" in spec.options():
+                opts.setdefault("objective_classes", "coding")
+            loaded = load_dataset(spec.name, where.parent, annotation=where, version=version, **opts)
+        else:
+            loaded = load_dataset(spec.name, where, version=version, **opts)
     logger.info("data diff: %s is %s version %s", side, spec.name, loaded.version)
     return Version(loaded=loaded, dataset=spec.name, version=loaded.version, path=where)

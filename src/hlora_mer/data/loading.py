@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -418,7 +420,7 @@ def build_loaded(
     excluded = make_table(dropped, EXCLUDED_COLUMNS) if dropped else empty_table(EXCLUDED_COLUMNS)
     validate_table(table)
     without = int(sum(1 for p, v in zip(table["frame_paths"], table["video_path"], strict=True) if not p and v is None))
-    if without:
+    if without and _REPORT_MISSING_FRAMES.get():
         logger.warning(
             "%s: %d of %d samples have no frames on disk; 'hlora-mer data check' lists them", name, without, len(table)
         )
@@ -455,6 +457,20 @@ def merge_loaded(name: str, parts: Mapping[str, LoadedDataset], **fields: Any) -
     validate_table(table)
     flagged = {sid: message for p in parts.values() for sid, message in p.flagged.items()}
     return LoadedDataset(name=name, table=table, excluded=excluded, parts=dict(parts), flagged=flagged, **fields)
+
+
+_REPORT_MISSING_FRAMES: ContextVar[bool] = ContextVar("report_missing_frames", default=True)
+
+
+@contextmanager
+def annotations_only() -> Iterator[None]:
+    """Load annotations without the missing-frames warning, where frames do not matter (``data diff``
+    compares annotation files). Frames are still looked up and every exclusion is still reported."""
+    token = _REPORT_MISSING_FRAMES.set(False)
+    try:
+        yield
+    finally:
+        _REPORT_MISSING_FRAMES.reset(token)
 
 
 def first_existing(root: Path, candidates: Iterable[str]) -> Path | None:
