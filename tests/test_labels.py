@@ -101,3 +101,59 @@ def test_native_scheme_for_users_data():
     scheme = native_scheme(rows)
     labelled, excluded = apply_label_scheme(rows, scheme)
     assert scheme.classes == ("fear", "joy") and labelled["label_index"].tolist() == [1, 0, 1] and excluded.empty
+
+
+# A scheme whose class order is neither alphabetical (negative, positive, surprise) nor the order in which
+# the file first writes the labels (positive, surprise, negative): label_index must follow the scheme.
+ORDERED = LabelScheme(
+    "ordered",
+    ("surprise", "negative", "positive"),
+    {"mydata": {"joy": "positive", "shock": "surprise", "anger": "negative", "disgust": "negative"}},
+    dropped={"mydata": frozenset({"other"})},
+)
+FILE_ORDER = ["joy", "shock", "anger", "Other", "joy", "disgust"]
+
+
+def test_label_index_follows_the_scheme_order_not_alphabetical_or_file_order():
+    labelled, excluded = apply_label_scheme(table("mydata", FILE_ORDER), ORDERED)
+    assert labelled["label"].tolist() == ["positive", "surprise", "negative", "positive", "negative"]
+    assert labelled["label_index"].tolist() == [2, 0, 1, 2, 1]
+    assert [ORDERED.index(c) for c in ("negative", "positive", "surprise")] == [1, 2, 0]
+    assert excluded["emotion"].tolist() == ["Other"]
+
+
+def test_label_index_follows_the_scheme_order_for_derived_and_column_labels():
+    rows = table("mydata", ["x"] * 4)
+    rows["action_units"] = ["4+7", "6+12", "1+2", "15"]  # III, I, II, V
+    rows["objective_class"] = ["III", "I", "II", "V"]
+    derived = LabelScheme(
+        "aus", ("V", "III", "I"), {"*": {"I": "I", "III": "III", "V": "V"}}, dropped={"*": frozenset({"II"})},
+        source_column="action_units", derive="objective_from_aus",
+    )  # fmt: skip
+    labelled, _ = apply_label_scheme(rows, derived)
+    assert labelled["label"].tolist() == ["III", "I", "V"] and labelled["label_index"].tolist() == [1, 2, 0]
+    column = LabelScheme("col", ("V", "III", "I", "II"), {"*": {c: c for c in ("I", "II", "III", "V")}},
+                         source_column="objective_class")  # fmt: skip
+    labelled, _ = apply_label_scheme(rows, column)
+    assert labelled["label_index"].tolist() == [1, 2, 3, 0]
+
+
+def test_registered_and_composite_schemes_index_in_their_own_order():
+    from hlora_mer.data.composites import CompositeMember, label_member, load_composite
+    from hlora_mer.data.validate import summarize
+
+    # casme2_5cls: happiness, disgust, repression, surprise, others (not alphabetical)
+    rows = table("casme2", ["surprise", "others", "disgust", "happiness", "repression"])
+    labelled, _ = apply_label_scheme(rows, "casme2_5cls")
+    assert labelled["label_index"].tolist() == [3, 4, 1, 0, 2]
+    composite = load_composite("megc2019_3cls")
+    member = CompositeMember("samm", labels={"anger": "negative", "happiness": "positive", "surprise": "surprise"})
+    reordered = type(composite)(name="r", classes=("surprise", "negative", "positive"), members=(member,))
+    labelled, _ = label_member(reordered, member, table("samm", ["Happiness", "Surprise", "Anger"]))
+    assert labelled["label_index"].tolist() == [2, 0, 1]
+    # the summary counts classes in the scheme's order too
+    from hlora_mer.data.loading import LoadedDataset
+    from hlora_mer.data.table import EXCLUDED_COLUMNS, empty_table
+
+    loaded = LoadedDataset("mydata", table("mydata", FILE_ORDER), empty_table(EXCLUDED_COLUMNS), None, None, None)
+    assert list(summarize(loaded, ORDERED).classes) == ["surprise", "negative", "positive"]
