@@ -130,6 +130,8 @@ def run_check(args: argparse.Namespace) -> int:
     shown = [p for p in problems if args.warnings or p.severity != "warning" or p.kind == "owner_errata"]
     for problem in shown:
         print(problem)
+    for note in loaded.notes:  # fixes applied, secondary files read (the owners' errata list of v1)
+        print(f"note  {note}")
     _print_au_rules(loaded.table)
     counts = Counter((p.severity, p.kind) for p in problems)
     samples = len({p.sample_id for p in problems if p.severity == "error"})

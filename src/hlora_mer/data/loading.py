@@ -213,7 +213,8 @@ def read_sheet(
         raise
     except ImportError as err:
         raise DatasetError(
-            f"{dataset}: reading {path.name} needs an optional package ({err}); for .xls files run 'pip install xlrd'"
+            f"{dataset}: reading {path.name} needs an optional package ({err}); "
+            "for .xls files run: pip install 'hlora-mer[xls]' (xlrd)"
         ) from err
     except Exception as err:  # pandas/openpyxl raise many types for a damaged file
         raise DatasetError(f"{dataset}: cannot read annotation file {path} ({type(err).__name__}: {err})") from err

@@ -156,9 +156,16 @@ def _flag_errata(loaded: LoadedDataset, errata: list[Erratum], source: str) -> N
                 f"the owners list this v1 row as wrongly labelled ({source}: {erratum.listed}); "
                 "v2 (the default version) drops it or, with this loader's documented fixes, corrects it"
             )
-    loaded.notes.append(f"owners' errata list {source}: {len(loaded.flagged)} rows of this file flagged")
+    found = len(errata) - len(missing)
+    loaded.notes.append(
+        f"owners' errata list {source}: {found} of its {len(errata)} entries are rows of this file "
+        f"({len(loaded.flagged)} rows flagged owner_errata)"
+    )
     if missing:
-        loaded.notes.append(f"owners' errata entries not in this file: {', '.join(missing)}")
+        loaded.notes.append(
+            f"owners' errata entries that are no row of this file (no row with that subject and clip and the same "
+            f"onset, or the same apex and offset): {', '.join(missing)}"
+        )
 
 
 def load_casme3(root: Path, *, annotation: Path, version: str, require_frames: bool = False) -> LoadedDataset:
