@@ -410,6 +410,10 @@ def test_real_samm_or_rows_in_the_one_hot_table(tmp_path):
     agreement = objective_agreement(samm)
     assert (agreement.compared, agreement.agreed) == (159, 148)
     assert "samm/011/011_4_2" not in set(agreement.disagreements["sample_id"])
+    from hlora_mer.data.action_units import RULE_OR_OWNER, au_report
+
+    by_owner = [sid for sid, application in au_report(samm).rules if application.rule == RULE_OR_OWNER.name]
+    assert by_owner == ["samm/007/007_6_1", "samm/007/007_6_5", "samm/014/014_5_2"]  # docs/datasets.md
 
 
 def _classes_of_au_set(table, numbers):
