@@ -54,13 +54,28 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; a named CUDA device must exist."""
+def resolve_device(name: str, *, option: str = "train.device={}") -> torch.device:
+    """The device a user named: ``auto`` is cuda when available, else cpu; a named device must be one torch
+    knows, and a CUDA device needs CUDA.
+
+    Args:
+        name: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (or any device torch parses).
+        option: how the user set it, for the message: ``train.device={}`` (a config key), ``--device {}``.
+
+    Raises:
+        ConfigError: naming the setting, what is wrong and what to use instead.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name} but no CUDA device is available; use train.device=cpu or auto")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"{option.format(name)}: {err}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"{option.format(name)}: no CUDA device is available; use {option.format('cpu')} or {option.format('auto')}"
+        )
+    return device
 
 
 class FixedStepBatchSampler(Sampler[list[tuple[int, bool]]]):
