@@ -288,3 +288,27 @@ def test_ctrl_c_while_workers_start_prints_no_traceback(tmp_path) -> None:
         _kill_group(proc)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+
+
+@pytest.mark.slow  # starts real worker processes and signals them
+def test_sigterm_shuts_the_workers_down_cleanly_and_keeps_the_finished_clips(tmp_path) -> None:
+    psutil = pytest.importorskip("psutil")
+    proc, out = _start(tmp_path)
+    try:
+        parent = psutil.Process(proc.pid)
+        _wait_for(lambda: any(out.glob("*/clips/**/*.npy")), 30, "the first clip")
+        children = parent.children(recursive=True)
+        os.kill(proc.pid, signal.SIGTERM)  # what `kill PID`, a job scheduler or a container stop sends
+        _, stderr = proc.communicate(timeout=30)
+        _wait_for(lambda: not _alive(psutil, children), 5, "the worker processes to end")
+    finally:
+        _kill_group(proc)
+    assert proc.returncode == 130, stderr  # stopped through the same path as Ctrl-C
+    assert "leaked semaphore" not in stderr and "Traceback" not in stderr, stderr
+    # The manifest was written on the way out: it names every clip on disk.
+    written = {p.relative_to(next(out.iterdir())).as_posix() for p in out.glob("*/clips/**/*.npy")}
+    assert written and {e["file"] for e in _manifest_of(out)["clips"].values()} == written
+
+
+def _manifest_of(out: Path) -> dict:
+    return json.loads(next(out.glob("*/manifest.json")).read_text())

@@ -161,12 +161,14 @@ def fusion_head_tensors(model: MERModel) -> dict[str, torch.Tensor]:
 
 def backbone_state(backbone: DinoBackbone, *, merge: bool) -> dict[str, torch.Tensor]:
     """The backbone's transformers state dict without LoRA: its base weights, or (``merge``) with each
-    LoRA update ``(alpha / r) B A`` added to the weight it adapts. The model itself is left as it is."""
+    LoRA update ``(alpha / r) B A`` folded into the weight it adapts (``models.lora.merged``). The model itself
+    is left as it is."""
     from peft.tuners.lora import Linear as LoraLinear
     from peft.tuners.lora import LoraLayer
 
+    from hlora_mer.models.lora import merged
+
     model = backbone.model
-    deltas: dict[str, torch.Tensor] = {}
     for name, module in model.named_modules():
         if not isinstance(module, LoraLayer):
             continue
@@ -174,20 +176,15 @@ def backbone_state(backbone: DinoBackbone, *, merge: bool) -> dict[str, torch.Te
             raise TypeError(f"{name} is a {type(module).__name__}; only LoRA on linear layers is exported")
         if module.merged:  # the base weight already holds the update
             raise ValueError(f"{name} has its LoRA merged; unmerge it (models.lora.unmerge_lora) before exporting")
-        if merge:
-            with torch.no_grad():
-                deltas[f"{name}.weight"] = sum(
-                    (module.get_delta_weight(adapter) for adapter in module.active_adapters),
-                    torch.zeros_like(cast(torch.Tensor, module.get_base_layer().weight)),
-                )
     state: dict[str, torch.Tensor] = {}
-    for key, value in model.state_dict().items():
-        if "lora_" in key:
-            continue
-        key = key.replace(".base_layer.", ".")
-        if key in deltas:
-            value = value + deltas[key]
-        state[key] = value.detach().cpu().contiguous()
+    with merged(model) if merge else contextlib.nullcontext(model):
+        for key, value in model.state_dict().items():
+            if "lora_" in key:
+                continue
+            value = value.detach().cpu().contiguous()
+            if ".base_layer." in key:  # an adapted layer's: ``merged`` restores it on exit, so keep a copy
+                value = value.clone()
+            state[key.replace(".base_layer.", ".")] = value
     with torch.device("meta"):
         expected = set(cast(Any, type(model))(model.config).state_dict())
     if set(state) != expected:

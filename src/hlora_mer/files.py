@@ -3,6 +3,10 @@
 Every file and folder the package writes goes through here, so that a killed process leaves either the
 old content or the new one (never a truncated file), and so that what it writes follows the user's umask
 like any ``open(path, "w")`` would (``tempfile.mkstemp`` alone creates files readable by the owner only).
+
+What is renamed into place is flushed to disk first (``fsync`` of every file written, and of the folders
+that hold them), and the folder holding the new name is flushed after the rename, so that a power cut does
+not leave a name pointing at bytes that never reached the disk.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from pathlib import Path
 from typing import IO, Any
 
 _CHUNK = 1 << 20
+# Where atomic_write_dir moves the folder it replaces, beside it, until the new one is in place.
+_ASIDE = ".{name}.old"
 
 
 def _umask() -> int:
@@ -31,6 +37,35 @@ def _temp_beside(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.fchmod(fd, 0o666 & ~_umask())
     return fd, Path(tmp)
+
+
+def _fsync_dir(path: str | Path) -> None:
+    """Flush a folder's entries (names created, renamed or removed in it) to disk.
+
+    Windows cannot open a folder for this; there it does nothing.
+    """
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and folder under ``root`` (and ``root`` itself) to disk."""
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(folder)
 
 
 @contextmanager
@@ -49,7 +84,10 @@ def atomic_open(
         kwargs: dict[str, Any] = {} if mode == "wb" else {"encoding": encoding, "newline": newline}
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -67,25 +105,54 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         handle.write(data)
 
 
+def _recover_aside(directory: Path, aside: Path) -> None:
+    """Finish or undo a replacement of ``directory`` that a killed process left half done.
+
+    :func:`atomic_write_dir` moves the old folder to ``aside``, moves the new one in, then removes ``aside``.
+    Killed between the two moves, it leaves only ``aside`` (the old folder, whole): put it back. Killed
+    after them, ``directory`` is the new folder, whole: the rest of ``aside`` goes.
+    """
+    if not os.path.lexists(aside):
+        return
+    if os.path.lexists(directory):
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(aside, directory)
+        _fsync_dir(directory.parent)
+
+
 def atomic_write_dir(directory: str | Path, fill: Callable[[Path], object]) -> None:
     """Build a folder with ``fill(tmp_dir)`` beside ``directory``, then put it in place of ``directory``.
 
-    An existing ``directory`` is replaced only after ``fill`` succeeded.
+    An existing ``directory`` is replaced only after ``fill`` succeeded and the new folder is on disk
+    (every file and folder in it fsynced). The old folder is moved aside (to ``.NAME.old``), the new one
+    moved in, and only then is the old one removed, so the old folder or the new one is under its name at
+    every moment but the one between the two renames. A failure there puts the old folder back; a process
+    killed there leaves the old folder aside, which the next call for the same ``directory`` puts back
+    before doing anything else.
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
+    aside = directory.parent / _ASIDE.format(name=directory.name)
+    _recover_aside(directory, aside)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     os.chmod(tmp, 0o777 & ~_umask())
-    old = directory.parent / f".{directory.name}.old"
     try:
         fill(tmp)
-        if directory.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-        os.replace(tmp, directory)
+        _fsync_tree(tmp)
+        if os.path.lexists(directory):
+            os.replace(directory, aside)
+            try:
+                os.replace(tmp, directory)
+            except BaseException:
+                os.replace(aside, directory)
+                raise
+        else:
+            os.replace(tmp, directory)
+        _fsync_dir(directory.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -7,9 +7,11 @@ bars); the library logs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
+from collections.abc import Iterator
 
 from hlora_mer import __version__
 from hlora_mer.errors import UserError
@@ -32,16 +34,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+@contextlib.contextmanager
+def setup_logging(quiet: bool = False, verbose: bool = False) -> Iterator[logging.Logger]:
+    """Show the package's log records on stderr for the length of one command, then undo it.
+
+    The handler goes on the ``hlora_mer`` logger, never on the root logger: a program that calls
+    :func:`main` keeps its own logging set-up, and its handlers still receive the package's records
+    (they propagate). Third-party loggers are left alone: when nothing else is set up, their warnings
+    reach stderr through Python's last-resort handler, and their INFO chatter nowhere. Everything changed
+    here is restored on exit.
+    """
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
-    # Third-party libraries are chatty at INFO.
-    for noisy in ("httpx", "urllib3", "huggingface_hub", "transformers", "filelock"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    package = logging.getLogger("hlora_mer")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    saved_level = package.level
+    package.addHandler(handler)
+    package.setLevel(level)
+    hf_bars = None
     if quiet:  # transformers draws a bar per checkpoint load, outside logging
         from transformers.utils import logging as hf_logging
 
+        hf_bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
+    try:
+        yield package
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(saved_level)
+        if hf_bars:
+            hf_logging.enable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    setup_logging(args.quiet, args.verbose)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     try:
-        with logging_redirect_tqdm():  # log lines above the progress bars, not through them
+        # Log lines above the progress bars, not through them.
+        with setup_logging(args.quiet, args.verbose) as package, logging_redirect_tqdm(loggers=[package]):
             return int(args.func(args) or 0)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

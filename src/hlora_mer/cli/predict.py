@@ -80,20 +80,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is available; use --device cpu")
-    try:
-        torch.device(name)
-    except RuntimeError as err:
-        raise UserError(f"--device {name}: {err}; use cpu, cuda, cuda:N or auto") from None
-    return name
-
-
 def run(args: argparse.Namespace) -> int:
     """Check everything asked, load the model, predict, print; 0 all predicted, 1 some failed."""
     from tqdm import tqdm
@@ -109,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         requests_from_inputs,
         write_predictions,
     )
+    from hlora_mer.training.engine import resolve_device
 
     # Everything the user typed is checked before the slow parts (loading the model, aligning clips).
     if args.out:
@@ -120,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     cache = check_writable_dir(
         args.cache or default_cache_dir(), "cache folder for aligned clips", "choose another folder with --cache"
     )
-    device = _device(args.device)
+    device = str(resolve_device(args.device, option="--device {}"))
     checkpoint, meta = checkpoint_meta(args.model)
     expect = args.expect_labels.split(",") if args.expect_labels is not None else None
     scheme = check_labels(checkpoint, meta, expect_labels=expect, label_scheme=args.label_scheme)

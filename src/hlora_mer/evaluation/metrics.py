@@ -43,11 +43,15 @@ def confusion_matrix(
 
 
 def per_class_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class ``f1``, ``recall`` (NaN where undefined), ``support`` and ``predicted`` from a confusion matrix."""
+    """Per-class ``f1``, ``recall`` (NaN where undefined), ``support`` and ``predicted`` from a confusion matrix
+    ``(m, m)``, or from a stack of them ``(..., m, m)`` (then each has shape ``(..., m)``).
+
+    The one place where the per-class formulas of the module docstring are written.
+    """
     cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diag(cm)
-    support = cm.sum(axis=1)  # N_c
-    predicted = cm.sum(axis=0)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    support = cm.sum(axis=-1)  # N_c
+    predicted = cm.sum(axis=-2)
     fp, fn = predicted - tp, support - tp
     denom = 2 * tp + fp + fn
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -56,20 +60,26 @@ def per_class_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
     return {"f1": f1, "recall": recall, "support": support.astype(np.int64), "predicted": predicted.astype(np.int64)}
 
 
+def batched_scores(cms: np.ndarray) -> dict[str, np.ndarray]:
+    """ACC, UF1, UAR and WAR of each matrix of a stack ``(..., m, m)`` (the bootstrap's draws), with the
+    absent-class rule of the module docstring; NaN for an empty matrix."""
+    cms = np.asarray(cms, dtype=np.float64)
+    pc = per_class_from_confusion(cms)
+    f1, recall = pc["f1"], pc["recall"]
+    n = cms.sum(axis=(-2, -1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        acc = np.trace(cms, axis1=-2, axis2=-1) / np.where(n > 0, n, np.nan)
+        uf1 = np.nansum(f1, axis=-1) / np.sum(~np.isnan(f1), axis=-1)
+        uar = np.nansum(recall, axis=-1) / np.sum(~np.isnan(recall), axis=-1)
+    return {"acc": acc, "uf1": uf1, "uar": uar, "war": acc}
+
+
 def scores_from_confusion(cm: np.ndarray) -> dict[str, float]:
-    """ACC, UF1, UAR, WAR from a confusion matrix, with the absent-class rule of the module docstring.
+    """ACC, UF1, UAR, WAR from one confusion matrix (:func:`batched_scores` of a stack of one).
 
     An empty matrix (no sample) gives NaN for every score.
     """
-    cm = np.asarray(cm)
-    n = cm.sum()
-    if n == 0:
-        return {k: float("nan") for k in METRIC_NAMES}
-    pc = per_class_from_confusion(cm)
-    acc = float(np.trace(cm) / n)
-    f1 = pc["f1"][~np.isnan(pc["f1"])]
-    recall = pc["recall"][~np.isnan(pc["recall"])]
-    return {"acc": acc, "uf1": float(f1.mean()), "uar": float(recall.mean()), "war": acc}
+    return {k: float(v) for k, v in batched_scores(np.asarray(cm)).items()}
 
 
 def scores(
@@ -77,23 +87,6 @@ def scores(
 ) -> dict[str, float]:
     """ACC, UF1, UAR and WAR of one (pooled) prediction vector."""
     return scores_from_confusion(confusion_matrix(y_true, y_pred, num_classes))
-
-
-def batched_scores(cms: np.ndarray) -> dict[str, np.ndarray]:
-    """:func:`scores_from_confusion` over a stack of matrices ``(..., m, m)``; for the bootstrap."""
-    cms = np.asarray(cms, dtype=np.float64)
-    tp = np.diagonal(cms, axis1=-2, axis2=-1)
-    support = cms.sum(axis=-1)
-    predicted = cms.sum(axis=-2)
-    n = support.sum(axis=-1)
-    denom = tp + tp + (predicted - tp) + (support - tp)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f1 = np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), np.nan)
-        recall = np.where(support > 0, tp / np.where(support > 0, support, 1), np.nan)
-        acc = tp.sum(axis=-1) / np.where(n > 0, n, np.nan)
-        uf1 = np.nansum(f1, axis=-1) / np.sum(~np.isnan(f1), axis=-1)
-        uar = np.nansum(recall, axis=-1) / np.sum(~np.isnan(recall), axis=-1)
-    return {"acc": acc, "uf1": uf1, "uar": uar, "war": acc}
 
 
 def fold_averaged(y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray, num_classes: int) -> dict[str, float]:

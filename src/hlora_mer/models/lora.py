@@ -6,6 +6,7 @@ adapter is a no-op), and everything else in the backbone stays frozen.
 
     apply_lora(backbone, LoRAConfig(last_n_blocks=2, rank=16))   # W_Q, W_V of the last 2 blocks
     merge_lora(backbone)    # fold B A into W for inference; unmerge_lora() undoes it
+    with merged(backbone.model): ...   # folded for the block only; afterwards every weight is as it was
 
 References: Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models" (2021); Hugging Face
 ``peft`` (``tuners/lora``).
@@ -13,9 +14,12 @@ References: Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models" (202
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, cast
 
+import torch
 from torch import nn
 
 from hlora_mer.config import LoRAConfig
@@ -101,3 +105,27 @@ def unmerge_lora(module: nn.Module) -> int:
     for layer in layers:
         layer.unmerge()
     return len(layers)
+
+
+def _base_weight(layer: LoraLayer) -> torch.Tensor:
+    return cast(torch.Tensor, cast(Any, layer).get_base_layer().weight)
+
+
+@contextlib.contextmanager
+def merged(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` with every LoRA update folded in (:func:`merge_lora`) for the block; on exit the layers are
+    unmerged and their base weights put back bit for bit (``W + d - d`` is not ``W`` in floating point).
+
+    Only the adapted weights are copied (a few matrices), not the model.
+    """
+    layers = [m for m in lora_layers(module) if not m.merged]
+    saved = [_base_weight(layer).detach().clone() for layer in layers]
+    try:
+        merge_lora(module)  # may stop half-way (a non-finite update): the finally undoes what it did
+        yield module
+    finally:
+        with torch.no_grad():
+            for layer, weight in zip(layers, saved, strict=True):
+                if layer.merged:
+                    layer.unmerge()
+                _base_weight(layer).copy_(weight)

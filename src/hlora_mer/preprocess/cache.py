@@ -5,6 +5,7 @@ Layout under the output folder chosen by the user::
     OUT/
       t8_s224_dlib_uniform_3f2a9c1d7e/      one folder per parameter set: name = readable part + hash
         params.json                         the parameters that produced every clip below
+        manifest.lock                       held while a process merges its entries into the manifest
         manifest.json                       per clip: file, source fingerprint and hashes, frames, transform;
                                             failures with their reason
         failures.csv                        sample_id,reason (the failure report, for people)
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from hlora_mer.errors import DatasetError
 from hlora_mer.files import atomic_write_bytes, atomic_write_text
@@ -40,6 +42,8 @@ from hlora_mer.files import atomic_write_bytes, atomic_write_text
 MANIFEST_NAME = "manifest.json"
 PARAMS_NAME = "params.json"
 FAILURES_NAME = "failures.csv"
+# Held while the manifest is read, merged and rewritten, so that two processes never lose each other's entries.
+LOCK_NAME = "manifest.lock"
 MANIFEST_FORMAT = 1
 # Bump when the same parameters would produce different pixels (a change in align.py or sampling.py).
 ALIGN_VERSION = 1
@@ -214,7 +218,15 @@ class ClipCache:
         self._changed.add(sample_id)
 
     def flush(self) -> None:
-        """Write the manifest and the failure report (atomically)."""
+        """Merge this run's changes into the manifest on disk and write it and the failure report (atomically).
+
+        The read, merge and write happen under ``manifest.lock`` (``filelock``, like the feature cache's
+        fill lock): two processes flushing the same folder at once keep each other's entries.
+        """
+        with FileLock(self.dir / LOCK_NAME):
+            self._merge_and_write()
+
+    def _merge_and_write(self) -> None:
         clips, failures = self._read_manifest()
         for sample_id in self._changed:
             for mine, theirs in ((self._clips, clips), (self._failures, failures)):

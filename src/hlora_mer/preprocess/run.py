@@ -429,6 +429,29 @@ def _children_ignore_sigint() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turn a SIGTERM into a KeyboardInterrupt for the length of the block, so that it stops the run by the
+    path Ctrl-C takes: the workers are shut down, the manifest is written, the CLI says "interrupted".
+
+    Without it SIGTERM ends this process on the spot, and the pool's semaphores are reported as leaked.
+    A handler the caller installed is kept (only the default action is replaced); outside the main thread,
+    where no handler can be set, nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _build_detector(params: PreprocessParams) -> LandmarkDetector | None:
     if params.detector == "none":
         return None
@@ -515,43 +538,52 @@ def preprocess_table(
     _log_plan(report, cache, params)
 
     last_flush = time.monotonic()
-    try:
-        if jobs and (workers == 1 or len(jobs) == 1):
-            det = detector if detector is not None or params.detector == "none" else _build_detector(params)
-            for job in jobs:
-                finish(*_process(job, params, det))
-                if time.monotonic() - last_flush > _FLUSH_EVERY_S:
-                    cache.flush()
-                    last_flush = time.monotonic()
-        elif jobs:
-            _check_detector_available(params, detector)
-            # spawn, not fork: the parent may hold threads (torch, tqdm) that a fork would copy mid-state.
-            # Workers ignore Ctrl-C and end by themselves when this process ends (_watch_parent).
-            with _children_ignore_sigint():
-                pool = cf.ProcessPoolExecutor(
-                    max_workers=min(workers, len(jobs)),
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker,
-                    initargs=(params, detector, os.getpid()),
-                )
-            with pool:
-                with _children_ignore_sigint():  # the workers start with the first submissions
-                    futures = {pool.submit(_work, job): job for job in jobs}
-                try:
-                    for future in cf.as_completed(futures):
-                        job = futures[future]
-                        try:
-                            finish(*future.result())
-                        except cf.process.BrokenProcessPool as err:
-                            finish(ClipResult(job.sample_id, "failed", f"worker process died: {err}"))
-                        if time.monotonic() - last_flush > _FLUSH_EVERY_S:
-                            cache.flush()
-                            last_flush = time.monotonic()
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
-    finally:
-        cache.flush()
+    with _sigterm_interrupts():  # a SIGTERM stops the run as Ctrl-C does (workers shut down, manifest written)
+        try:
+            if jobs and (workers == 1 or len(jobs) == 1):
+                det = detector if detector is not None or params.detector == "none" else _build_detector(params)
+                for job in jobs:
+                    finish(*_process(job, params, det))
+                    if time.monotonic() - last_flush > _FLUSH_EVERY_S:
+                        cache.flush()
+                        last_flush = time.monotonic()
+            elif jobs:
+                _check_detector_available(params, detector)
+                # spawn, not fork: the parent may hold threads (torch, tqdm) that a fork would copy mid-state.
+                # Workers ignore Ctrl-C and end by themselves when this process ends (_watch_parent).
+                with _children_ignore_sigint():
+                    pool = cf.ProcessPoolExecutor(
+                        max_workers=min(workers, len(jobs)),
+                        mp_context=multiprocessing.get_context("spawn"),
+                        initializer=_init_worker,
+                        initargs=(params, detector, os.getpid()),
+                    )
+                with pool:
+                    with _children_ignore_sigint():  # the workers start with the first submissions
+                        futures = {pool.submit(_work, job): job for job in jobs}
+                    recorded: set[cf.Future] = set()
+                    try:
+                        for future in cf.as_completed(futures):
+                            job = futures[future]
+                            recorded.add(future)
+                            try:
+                                finish(*future.result())
+                            except cf.process.BrokenProcessPool as err:
+                                finish(ClipResult(job.sample_id, "failed", f"worker process died: {err}"))
+                            if time.monotonic() - last_flush > _FLUSH_EVERY_S:
+                                cache.flush()
+                                last_flush = time.monotonic()
+                    except BaseException:
+                        # Interrupted: drop the clips not started, let the running ones finish, and record
+                        # those, so that the manifest names every clip written.
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        for future in futures:
+                            if future not in recorded and future.done() and not future.cancelled():
+                                with contextlib.suppress(Exception):
+                                    finish(*future.result())
+                        raise
+        finally:
+            cache.flush()
     report.elapsed_s = time.perf_counter() - start
     if params.estimate_apex:
         logger.info(

@@ -17,6 +17,7 @@ choosing the step on a validation split of TRAINING subjects (``select="val"``),
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import random
@@ -42,18 +43,39 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def seed_worker(seed: int, worker_id: int) -> None:
+    """A DataLoader worker's ``worker_init_fn`` (with ``functools.partial(seed_worker, seed)``): seed it with
+    ``seed + 1 + worker_id``. A module-level function, so that spawned workers can unpickle it."""
+    seed_everything(seed + 1 + worker_id)
+
+
 def derive_seed(*parts: int) -> int:
     """A well-mixed 31-bit seed from integers (run seed, fold index, purpose)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; a named CUDA device must exist."""
+def resolve_device(name: str, *, option: str = "train.device={}") -> torch.device:
+    """The device a user named: ``auto`` is cuda when available, else cpu; a named device must be one torch
+    knows, and a CUDA device needs CUDA.
+
+    Args:
+        name: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (or any device torch parses).
+        option: how the user set it, for the message: ``train.device={}`` (a config key), ``--device {}``.
+
+    Raises:
+        ConfigError: naming the setting, what is wrong and what to use instead.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name} but no CUDA device is available; use train.device=cpu or auto")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"{option.format(name)}: {err}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"{option.format(name)}: no CUDA device is available; use {option.format('cpu')} or {option.format('auto')}"
+        )
+    return device
 
 
 class FixedStepBatchSampler(Sampler[list[tuple[int, bool]]]):
@@ -121,6 +143,25 @@ class _TrainableStateModel(Protocol):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]: ...
 
 
+def restore_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a snapshot taken during training (every tensor, or only the trainable ones) back into ``model``.
+
+    Keys that may be absent are exactly the frozen tensors (``requires_grad`` false), which training did not
+    change; any other difference is an error, not a silent partial load.
+
+    Raises:
+        RuntimeError: when the snapshot lacks a trainable tensor or holds one the model does not have.
+    """
+    result = model.load_state_dict(state, strict=False)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    missing = sorted(trainable & set(result.missing_keys))
+    if missing or result.unexpected_keys:
+        raise RuntimeError(
+            "the weights of the selected step do not match the model: "
+            f"trainable tensors missing {missing or 'none'}, unknown tensors {sorted(result.unexpected_keys) or 'none'}"
+        )
+
+
 def _size(dataset: Dataset) -> int:
     """``len(dataset)``: torch's Dataset declares no ``__len__``; every dataset trained on here has one."""
     assert isinstance(dataset, Sized), f"{type(dataset).__name__} has no length"
@@ -148,6 +189,33 @@ def _loader_options(dataset: Dataset, device: torch.device, num_workers: int) ->
     if on_gpu:
         return {"num_workers": 0, "pin_memory": False}
     return {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
+
+
+def train_loader(
+    dataset: Dataset,
+    sampler: FixedStepBatchSampler,
+    *,
+    seed: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    multiprocessing_context: Any = None,
+) -> DataLoader:
+    """The training batches of ``dataset`` in ``sampler``'s order; worker ``w`` is seeded with ``seed + 1 + w``.
+
+    ``multiprocessing_context``: how workers start (None: the platform's default, ``spawn`` on macOS and
+    Windows, so everything handed to the workers must pickle).
+    """
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False,
+        worker_init_fn=functools.partial(seed_worker, seed) if num_workers else None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        multiprocessing_context=multiprocessing_context if num_workers else None,
+    )
 
 
 @dataclass
@@ -279,16 +347,7 @@ def train_fixed_budget(
     loss_fn = nn.CrossEntropyLoss()
     flip_prob = float(getattr(train_set, "flip_prob", 0.0)) if getattr(train_set, "train", False) else 0.0
     sampler = FixedStepBatchSampler(_size(train_set), cfg.batch_size, cfg.steps, seed, flip_prob)
-    options = _loader_options(train_set, device, cfg.num_workers)
-    loader = DataLoader(
-        train_set,
-        batch_sampler=sampler,
-        collate_fn=collate,
-        generator=torch.Generator().manual_seed(seed),
-        persistent_workers=False,
-        worker_init_fn=(lambda w: seed_everything(seed + 1 + w)) if options["num_workers"] else None,
-        **options,
-    )
+    loader = train_loader(train_set, sampler, seed=seed, **_loader_options(train_set, device, cfg.num_workers))
     # fp16 autocast needs loss scaling; bf16 and fp32 do not (the scaler is a no-op when disabled).
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
     eval_every = cfg.eval_every or sampler.steps_per_epoch
@@ -358,6 +417,6 @@ def train_fixed_budget(
         loss_value = report(pending)
     result.final_loss = loss_value
     if cfg.select == "val" and best_state is not None:
-        model.load_state_dict(best_state, strict=False)
+        restore_state(model, best_state)
     logger.debug("trained %d steps, final loss %.4f, kept step %d", cfg.steps, loss_value, result.selected_step)
     return result
