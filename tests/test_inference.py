@@ -6,17 +6,19 @@ import json
 
 import pytest
 
+from apply_fixtures import APPLY_CLASSES, APPLY_FRAMES, APPLY_SCHEME
 from hlora_mer.errors import UserError
 from hlora_mer.inference import load_trained, resolve_checkpoint
 from hlora_mer.training.runner import run_experiment
-from train_fixtures import CLASSES, tiny_experiment, tiny_source
+from train_fixtures import tiny_experiment, tiny_source
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, apply_run):
+    """``loso``: a run of 2 folds; ``all``: a symlink to the shared all-subjects run (``apply_fixtures``)."""
     base = tmp_path_factory.mktemp("runs")
     run_experiment(tiny_experiment(), base / "loso", tiny_source(subjects=2))
-    run_experiment(tiny_experiment(eval={"protocol": "all"}), base / "all", tiny_source(subjects=2))
+    (base / "all").symlink_to(apply_run)
     return base
 
 
@@ -37,8 +39,9 @@ def test_a_run_with_several_checkpoints_lists_them(runs, tmp_path) -> None:
 
 def test_the_trained_model_comes_with_its_labels_and_preprocessing(runs) -> None:
     trained = load_trained(runs / "all")
-    assert trained.labels == list(CLASSES) and not trained.model.training
-    assert (trained.num_frames, trained.image_size, trained.params.detector) == (8, 28, "none")
+    assert trained.labels == list(APPLY_CLASSES) and not trained.model.training
+    assert (trained.num_frames, trained.image_size, trained.params.detector) == (APPLY_FRAMES, 28, "none")
+    assert (trained.params.sampling, trained.meta["label_scheme"]) == ("apex", APPLY_SCHEME)
 
 
 def test_an_older_checkpoint_takes_its_preprocessing_from_the_run_folder(runs, tmp_path) -> None:
@@ -62,7 +65,7 @@ def test_a_damaged_checkpoint_json_is_one_message(runs, tmp_path) -> None:
     from hlora_mer.inference import checkpoint_meta
 
     checkpoint, meta = checkpoint_meta(runs / "all")
-    assert meta["labels"] == list(CLASSES) and meta["label_scheme"] == "casme2_3cls"
+    assert meta["labels"] == list(APPLY_CLASSES) and meta["label_scheme"] == APPLY_SCHEME
     shutil.copytree(checkpoint, tmp_path / "ckpt")
     (tmp_path / "ckpt" / "checkpoint.json").write_text('{"labels": [')  # cut short
     with pytest.raises(UserError, match=r"checkpoint.json cannot be read \(JSONDecodeError.*damaged"):
