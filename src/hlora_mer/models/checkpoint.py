@@ -2,13 +2,16 @@
 
 A checkpoint is a folder with ``model.safetensors`` (the trainable tensors: LoRA, fusion, head) and
 ``checkpoint.json`` (the resolved model config, the label names, the backbone's registry name and its
-weights' identity, the package version). Loading rebuilds the model from the config, loads the base
-weights, checks that the checkpoint was made for exactly this model (config, labels, backbone weights,
-tensor names and shapes) and then loads the saved tensors; any difference is refused with one message.
+weights' identity, the package version, and the SHA-256 of ``model.safetensors``). Loading rebuilds the
+model from the config, loads the base weights, checks that ``model.safetensors`` is the file that was
+written (its checksum; a checkpoint written before checksums were recorded is loaded without), that the
+checkpoint was made for exactly this model (config, labels, backbone weights, tensor names and shapes) and
+then loads the saved tensors; any difference is refused with one message.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -26,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "checkpoint.json"
+# checkpoint.json's key for the SHA-256 of model.safetensors (absent in checkpoints written before it).
+CHECKSUM_KEY = "weights_sha256"
 
 
 def checkpoint_files(
@@ -43,6 +48,7 @@ def checkpoint_files(
     if model.backbone.name != cfg.backbone.name:
         raise ValueError(f"model backbone {model.backbone.name!r} does not match cfg {cfg.backbone.name!r}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
+    weights = save(tensors)
     meta = {
         "format": "hlora-mer-checkpoint/1",
         "hlora_mer_version": __version__,
@@ -51,8 +57,9 @@ def checkpoint_files(
         "backbone_weights": model.backbone.weights_id,
         "tensors": sorted(tensors),
         **(extra or {}),
+        CHECKSUM_KEY: hashlib.sha256(weights).hexdigest(),
     }
-    return {WEIGHTS_FILE: save(tensors), META_FILE: (json.dumps(meta, indent=2) + "\n").encode()}
+    return {WEIGHTS_FILE: weights, META_FILE: (json.dumps(meta, indent=2) + "\n").encode()}
 
 
 def write_files(directory: str | Path, files: dict[str, bytes]) -> Path:
@@ -74,6 +81,40 @@ def save_checkpoint(
 ) -> Path:
     """Write the trainable tensors and everything needed to rebuild ``model`` into ``directory``."""
     return write_files(directory, checkpoint_files(model, cfg, labels, extra))
+
+
+def _damaged(directory: Path, what: str) -> UserError:
+    return UserError(
+        f"checkpoint {directory} is damaged: {directory / WEIGHTS_FILE} {what}; copy the checkpoint again from "
+        "its run folder (or train again)"
+    )
+
+
+def read_weights(directory: str | Path, meta: dict[str, Any], *, map_location: str = "cpu") -> dict[str, Any]:
+    """The tensors of a checkpoint's ``model.safetensors``, after checking its SHA-256 against ``meta``.
+
+    Raises:
+        UserError: the file's checksum is not the one recorded (truncated, changed bytes), or the file cannot
+            be read as safetensors (a checkpoint without a recorded checksum).
+    """
+    from safetensors.torch import load
+
+    directory = Path(directory)
+    data = (directory / WEIGHTS_FILE).read_bytes()
+    recorded = meta.get(CHECKSUM_KEY)
+    if recorded is not None:
+        found = hashlib.sha256(data).hexdigest()
+        if found != recorded:
+            raise _damaged(
+                directory,
+                f"is not the file that was written ({len(data)} bytes with SHA-256 {found[:16]}..., "
+                f"{META_FILE} records {str(recorded)[:16]}...: truncated or changed since)",
+            )
+    try:
+        tensors = load(data)
+    except Exception as err:  # safetensors raises its own SafetensorError, and others on garbage
+        raise _damaged(directory, f"cannot be read ({type(err).__name__}: {err})") from None
+    return {k: v.to(map_location) for k, v in tensors.items()} if map_location != "cpu" else tensors
 
 
 def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
@@ -151,8 +192,6 @@ def load_checkpoint_into(
     sides. ``allow_mismatch=True`` accepts other backbone weights (name or weights id) deliberately, with a
     logged warning; the rest, tensor shapes above all, is never waived. Returns the checkpoint's metadata.
     """
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     meta = read_checkpoint_meta(directory)
     ckpt_cfg = _flatten(to_dict(_checkpoint_config(directory, meta)))
@@ -178,7 +217,7 @@ def load_checkpoint_into(
             continue
         problems.append(f"{key}: checkpoint {value}, model {facts[key]}")
 
-    tensors = load_file(str(directory / WEIGHTS_FILE), device=map_location)
+    tensors = read_weights(directory, meta, map_location=map_location)
     expected = model.trainable_state_dict()
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     reshaped = [
