@@ -501,3 +501,64 @@ def test_outputs_follow_the_models_label_order(model, tmp_path, capsys) -> None:
     (clip,) = data["clips"]
     assert list(clip["probabilities"]) == list(CLASSES)
     np.testing.assert_allclose([clip["probabilities"][c] for c in CLASSES], direct, atol=2e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# A model trained with its own dlib landmark model
+
+
+@pytest.fixture(scope="module")
+def landmark_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A model trained with data.landmark_model: a file of another name and place than dlib's default."""
+    pytest.importorskip("dlib")
+    from apply_fixtures import apply_experiment, apply_source
+    from hlora_mer.preprocess.landmarks import find_dlib_model
+
+    base = tmp_path_factory.mktemp("landmarks")
+    model_file = base / "models" / "my_landmarks.dat"
+    model_file.parent.mkdir()
+    model_file.symlink_to(find_dlib_model())
+    run = base / "run"
+    run_experiment(apply_experiment(data={"detector": "dlib", "landmark_model": str(model_file)}), run, apply_source())
+    return run, model_file
+
+
+def test_a_custom_landmark_model_is_carried_in_the_checkpoint_and_used_or_its_absence_refused(
+    landmark_run, tmp_path, capsys
+) -> None:
+    pytest.importorskip("skimage")
+    from align_fixtures import make_clip, similarity
+    from hlora_mer.files import sha256_file
+    from hlora_mer.inference import checkpoint_meta
+
+    run, model_file = landmark_run
+    checkpoint, meta = checkpoint_meta(run)
+    recorded = meta["preprocess"]["landmark_model"]
+    assert recorded["path"] == str(model_file) and recorded["sha256"] == sha256_file(model_file)
+
+    folder = frame_folder(tmp_path / "face", make_clip(similarity(5, 0.8, 10, -5), 7))
+    cache = tmp_path / "cache"
+    assert predict_cli(folder, "--model", run, "--cache", cache, "--apex", "3") == 0
+    (params_file,) = cache.glob("*/params.json")
+    assert json.loads(params_file.read_text())["landmark_model"] == recorded  # aligned with the model's own file
+    capsys.readouterr()
+
+    model_file.unlink()  # gone: refused, never the default model
+    assert predict_cli(folder, "--model", run, "--cache", tmp_path / "c2") == 2
+    err = capsys.readouterr().err
+    assert f"trained with the dlib landmark model {model_file}, which is not there any more" in err
+    assert "Traceback" not in err and not (tmp_path / "c2").exists()
+    pytest.importorskip("matplotlib")
+    assert main(["-q", "explain", str(folder), "--model", str(run), "-o", str(tmp_path / "fig")]) == 2
+    assert "which is not there any more" in capsys.readouterr().err
+
+    model_file.write_bytes(b"another model")  # another file at the same place: refused too
+    assert predict_cli(folder, "--model", run, "--cache", tmp_path / "c2") == 2
+    assert "but the file there now is another one" in capsys.readouterr().err
+
+    old = tmp_path / "old"  # a checkpoint written when only the name and size were recorded
+    shutil.copytree(checkpoint, old)
+    meta["preprocess"]["landmark_model"] = {"name": model_file.name, "size": recorded["size"]}
+    (old / "checkpoint.json").write_text(json.dumps(meta))
+    assert predict_cli(folder, "--model", old, "--cache", tmp_path / "c2") == 2
+    assert "does not record where that file was" in capsys.readouterr().err

@@ -540,11 +540,14 @@ def predict_clips(
     Returns:
         One :class:`ClipPrediction` per request, in order; failed clips carry their reason.
     """
+    from hlora_mer.inference import check_landmark_model
     from hlora_mer.preprocess.run import preprocess_table
     from hlora_mer.training.clip_dataset import AlignedClipDataset
 
     if batch_size < 1:
         raise UserError(f"the batch size must be at least 1, got {batch_size}")
+    if detector is None:
+        check_landmark_model(trained)
     params = trained.params
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if workers is None:
@@ -636,9 +639,12 @@ def prepare_clip(
     Raises:
         UserError: the path is no clip, or the clip cannot be read, is too short or shows no face.
     """
+    from hlora_mer.inference import check_landmark_model
     from hlora_mer.preprocess.cache import open_cache_dir
     from hlora_mer.preprocess.run import preprocess_table
 
+    if detector is None:
+        check_landmark_model(trained)
     if input_kind(path) == "manifest":
         raise UserError(f"{path} is a manifest of many clips; pass one video file or frame folder")
     request = requests_from_inputs([path], onset=onset, offset=offset, apex=apex)[0]
