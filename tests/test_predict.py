@@ -562,3 +562,18 @@ def test_a_custom_landmark_model_is_carried_in_the_checkpoint_and_used_or_its_ab
     (old / "checkpoint.json").write_text(json.dumps(meta))
     assert predict_cli(folder, "--model", old, "--cache", tmp_path / "c2") == 2
     assert "does not record where that file was" in capsys.readouterr().err
+
+
+def test_a_folder_whose_name_is_not_utf8_is_predicted_and_written(model, tmp_path, capsys) -> None:
+    import os
+
+    folder = frame_folder(tmp_path / os.fsdecode(b"clip-\xff\xfe"), frames(8, seed=9))
+    out = tmp_path / "p.csv"
+    assert predict_cli(folder, "--model", model, "--cache", tmp_path / "cache", "--apex", "3", "-o", out) == 0
+    screen = capsys.readouterr().out
+    assert "1 clip(s): 1 predicted, 0 failed" in screen and "clip-\ufffd\ufffd" in screen  # shown, replaced
+    assert bytes(folder).endswith(b"clip-\xff\xfe") and bytes(folder) in out.read_bytes()  # written as it is
+    (row,) = csv.DictReader(out.open(encoding="utf-8", errors="surrogateescape"))
+    assert row["clip"] == row["source"] == str(folder) and row["prediction"] in CLASSES
+    assert predict_cli(folder, "--model", model, "--cache", tmp_path / "cache", "-o", tmp_path / "p.json") == 0
+    assert json.loads((tmp_path / "p.json").read_text())["clips"][0]["clip"] == str(folder)

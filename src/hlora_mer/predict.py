@@ -705,8 +705,9 @@ def check_output(path: str | Path) -> Path:
 
 
 def write_predictions(report: PredictionReport, path: str | Path) -> Path:
-    """Write the report as CSV (one row per clip) or JSON, chosen by the extension (atomically)."""
-    from hlora_mer.files import atomic_write_text
+    """Write the report as CSV (one row per clip) or JSON, chosen by the extension (atomically), in UTF-8;
+    the bytes of a file name that are not UTF-8 are written as they are in CSV (JSON escapes them)."""
+    from hlora_mer.files import atomic_write_bytes
 
     path = check_output(path)
     if path.suffix.lower() == ".json":
@@ -718,7 +719,7 @@ def write_predictions(report: PredictionReport, path: str | Path) -> Path:
         writer.writeheader()
         writer.writerows(records)
         text = buffer.getvalue()
-    atomic_write_text(path, text)
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
     return path
 
 
