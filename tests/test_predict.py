@@ -577,3 +577,65 @@ def test_a_folder_whose_name_is_not_utf8_is_predicted_and_written(model, tmp_pat
     assert row["clip"] == row["source"] == str(folder) and row["prediction"] in CLASSES
     assert predict_cli(folder, "--model", model, "--cache", tmp_path / "cache", "-o", tmp_path / "p.json") == 0
     assert json.loads((tmp_path / "p.json").read_text())["clips"][0]["clip"] == str(folder)
+
+
+# --------------------------------------------------------------------------------------------------
+# Clips that are not quite what they seem: said so, never passed over
+
+
+def test_a_video_that_ends_before_its_header_says_is_predicted_with_a_warning(model, tmp_path, capsys) -> None:
+    pytest.importorskip("av")
+    from hlora_mer.data.video import count_video_frames, write_video
+
+    video = tmp_path / "cut.avi"
+    write_video(video, frames(20, seed=12))
+    with video.open("r+b") as handle:  # a download cut off: the AVI header still says 20 frames
+        handle.truncate(int(video.stat().st_size * 0.6))
+    left = count_video_frames(video)
+    assert 2 <= left < 20
+    out = tmp_path / "p.json"
+    assert predict_cli(video, "--model", model, "--cache", tmp_path / "cache", "-o", out) == 0
+    captured = capsys.readouterr()
+    said = f"the video's header says 20 frames but only {left} decode (0..{left - 1})"
+    assert said in captured.err and said in captured.out  # a warning, and a note under the table
+    data = json.loads(out.read_text())
+    assert any(said in n for n in data["notes"]) and data["clips"][0]["offset"] == left - 1
+
+
+def test_a_range_past_the_end_reports_the_requested_and_the_available_frames(model, tmp_path, capsys) -> None:
+    pytest.importorskip("av")
+    from hlora_mer.data.video import write_video
+
+    video = tmp_path / "short.mp4"
+    write_video(video, frames(14, seed=13))
+    base = ["--model", model, "--cache", tmp_path / "cache", "--onset", "0", "--offset", "100"]
+    assert predict_cli(video, *base) == 1
+    out = capsys.readouterr().out
+    assert "frames 0..100 were asked for, but the video decodes to 14 frames (0..13)" in out
+    folder = frame_folder(tmp_path / "folder", frames(12, seed=14))  # frames 1..12: predicted on what is there
+    assert predict_cli(folder, *base) == 0
+    err = capsys.readouterr().err
+    assert "frames 0..100 were asked for, but the folder holds 1..12; predicted on the 12 frame(s) there" in err
+
+
+def test_an_apex_outside_the_clip_is_refused(model, tmp_path, capsys) -> None:
+    folder = frame_folder(tmp_path / "clip", frames(12, seed=15))
+    args = [folder, "--model", model, "--cache", tmp_path / "cache", "--onset", "2", "--offset", "8"]
+    assert predict_cli(*args, "--apex", "10") == 1
+    assert "apex 10 is outside the clip's onset..offset (2..8)" in capsys.readouterr().out
+    manifest = tmp_path / "clips.csv"
+    manifest.write_text(f"path,onset,offset,apex,id\n{folder},3,9,2,early\n{folder},3,9,5,inside\n")
+    assert predict_cli(manifest, "--model", model, "--cache", tmp_path / "cache") == 1
+    out = capsys.readouterr().out
+    assert "failed: early: apex 2 is outside the clip's onset..offset (3..9)" in out
+    assert "2 clip(s): 1 predicted, 1 failed" in out
+
+
+def test_frames_of_two_sizes_in_one_clip_are_reported(model, tmp_path, capsys) -> None:
+    images = frames(10, seed=16)
+    images[6:] = [image[:20] for image in images[6:]]  # the last 4 frames 28 x 20
+    folder = frame_folder(tmp_path / "mixed", images)
+    assert predict_cli(folder, "--model", model, "--cache", tmp_path / "cache", "--apex", "4") == 0
+    captured = capsys.readouterr()
+    said = "its frames have 2 sizes: 28x20 (4 frame(s)), 28x28 (6 frame(s))"
+    assert said in captured.err and said in captured.out

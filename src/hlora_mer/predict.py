@@ -451,8 +451,19 @@ def _cache_key(request: ClipRequest, onset: int, offset: int) -> str:
     return f"{_CACHE_PREFIX}/{hashlib.sha1(text.encode()).hexdigest()[:20]}"
 
 
-def _resolve(request: ClipRequest) -> dict[str, Any]:
-    """A canonical table row for one clip (DatasetError / ValueError naming what is wrong with it)."""
+def _resolve(request: ClipRequest, notes: list[str] | None = None) -> dict[str, Any]:
+    """A canonical table row for one clip (DatasetError / ValueError naming what is wrong with it).
+
+    What is worth a word but does not stop the clip (a video that ends before its header's frame count,
+    frames asked for past the end of a folder, frames of several sizes) is logged as a warning and added
+    to ``notes``.
+    """
+
+    def note(text: str) -> None:
+        logger.warning("%s", text)
+        if notes is not None:
+            notes.append(text)
+
     onset, offset = request.onset, request.offset
     numbers: tuple[int, ...] = ()
     paths: tuple[str, ...] = ()
@@ -474,25 +485,50 @@ def _resolve(request: ClipRequest) -> dict[str, Any]:
         onset = numbers[0] if onset is None else onset
         offset = numbers[-1] if offset is None else offset
         count = sum(onset <= n <= offset for n in numbers)
-        where = f"{count} frame(s) in {onset}..{offset} (the folder holds {numbers[0]}..{numbers[-1]})"
+        held = f"the folder holds {numbers[0]}..{numbers[-1]}"
+        where = f"{count} frame(s) in {onset}..{offset} ({held})"
+        if request.frames is None and count >= MIN_FRAMES and (onset < numbers[0] or offset > numbers[-1]):
+            note(
+                f"{request.name}: frames {onset}..{offset} were asked for, but {held}; predicted on the "
+                f"{count} frame(s) there"
+            )
     else:
         from hlora_mer.data.video import count_video_frames
 
         video = request.source
-        if onset is None or offset is None:
-            total = count_video_frames(video)
-            onset = 0 if onset is None else onset
-            offset = total - 1 if offset is None else offset
-            if onset > total - 1:
-                raise DatasetError(
-                    f"the video decodes to {total} frames (0..{total - 1}); onset {onset} is past its end"
-                )
+        total = count_video_frames(video)
+        header = _header_frame_count(video)
+        if header is not None and total < header:
+            note(
+                f"{request.name}: the video's header says {header} frames but only {total} decode (0..{total - 1}); "
+                "the file ends early (cut off?), so the clip is what is there"
+            )
+        onset = 0 if onset is None else onset
+        offset = total - 1 if offset is None else offset
+        if onset > total - 1 or offset > total - 1:
+            raise DatasetError(
+                f"frames {onset}..{offset} were asked for, but the video decodes to {total} frames "
+                f"(0..{total - 1}); give an onset and offset within 0..{total - 1}"
+            )
         count = offset - onset + 1
         where = f"{count} frame(s) in {onset}..{offset}"
     if offset < onset:
         raise DatasetError(f"offset {offset} is before onset {onset}")
     if count < MIN_FRAMES:
         raise DatasetError(f"too few frames: {where}; a clip needs at least {MIN_FRAMES}")
+    if request.apex is not None and not onset <= request.apex <= offset:
+        raise DatasetError(
+            f"apex {request.apex} is outside the clip's onset..offset ({onset}..{offset}); give an apex within it, "
+            "or none"
+        )
+    if paths:
+        sizes = _frame_sizes([p for n, p in zip(numbers, paths, strict=True) if onset <= n <= offset])
+        if len(sizes) > 1:
+            shown = ", ".join(f"{w}x{h} ({k} frame(s))" for (w, h), k in sorted(sizes.items()))
+            note(
+                f"{request.name}: its frames have {len(sizes)} sizes: {shown}; the face is found on one frame and "
+                "the same alignment applied to all, so frames of another size are misaligned"
+            )
     return {
         "sample_id": _cache_key(request, onset, offset),
         "frame_paths": paths,
@@ -502,6 +538,33 @@ def _resolve(request: ClipRequest) -> dict[str, Any]:
         "apex": request.apex,
         "offset": offset,
     }
+
+
+def _header_frame_count(path: str) -> int | None:
+    """The frame count a video's container declares (None when it declares none or cannot be opened)."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            frames = int(container.streams.video[0].frames) if container.streams.video else 0
+    except Exception:  # count_video_frames has already decoded it: this is only a second opinion
+        return None
+    return frames or None
+
+
+def _frame_sizes(paths: Sequence[str]) -> dict[tuple[int, int], int]:
+    """(width, height) -> number of frames, from the image headers (unreadable files are left to alignment)."""
+    from PIL import Image
+
+    sizes: dict[tuple[int, int], int] = {}
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                size = (int(image.width), int(image.height))
+        except (OSError, ValueError):
+            continue
+        sizes[size] = sizes.get(size, 0) + 1
+    return sizes
 
 
 def _check_video_support(requests: Sequence[ClipRequest]) -> None:
@@ -561,12 +624,13 @@ def predict_clips(
             progress(stage, done, of)
 
     results = [ClipPrediction(r.name, r.source, r.onset, r.offset, truth=r.truth, error=r.error) for r in requests]
+    notes: list[str] = []
     rows: dict[str, dict[str, Any]] = {}
     owner: dict[str, list[int]] = {}  # cache key -> indices of the requests (a clip named twice shares one)
     for i, request in enumerate(requests):
         if request.error is None:
             try:
-                row = _resolve(request)
+                row = _resolve(request, notes)
             except (UserError, ValueError) as err:
                 results[i].error = str(err)
             else:
@@ -615,7 +679,7 @@ def predict_clips(
                 for i in owner[key]:
                     results[i].probabilities = {label: float(v) for label, v in zip(trained.labels, p, strict=True)}
                     results[i].frames = [int(n) for n in entry.get("frame_numbers", [])] or None
-    out = PredictionReport(trained.checkpoint, list(trained.labels), results, cache_path)
+    out = PredictionReport(trained.checkpoint, list(trained.labels), results, cache_path, notes=notes)
     out.label_scheme = trained.meta.get("label_scheme")
     logger.debug("predicted %d of %d clips (%d failed)", len(out.predicted), len(out.clips), len(out.failed))
     return out
