@@ -213,10 +213,10 @@ def test_the_onnx_graph_gives_the_probabilities_with_any_batch_size(runs, tmp_pa
 
 @pytest.mark.slow
 def test_an_onnx_graph_outside_the_tolerance_is_refused_and_nothing_is_written(runs, tmp_path) -> None:
-    out = tmp_path / "onnx"
+    out = tmp_path / "new" / "folders" / "onnx"  # the folders above -o are made by the export, and removed
     with pytest.raises(ExportError, match=r"differ from PyTorch's by up to .* more than the tolerance 1e-15"):
         export_model(runs["all"], "onnx", out, tolerance=1e-15)
-    assert not out.exists() and not list(tmp_path.iterdir())
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_non_empty_folder_is_refused_unless_forced_and_an_earlier_export(runs, tmp_path) -> None:
@@ -323,3 +323,26 @@ def test_the_onnx_export_equals_predict_on_a_real_clip(runs, tmp_path) -> None:
     # the trained model itself is left as it was: LoRA unmerged, in eval mode
     trained = load_trained(runs["all"])
     assert not trained.model.training
+
+
+@pytest.mark.slow
+def test_an_export_stopped_by_sigterm_leaves_no_temporary_folder(runs, tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "made" / "onnx"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(p) for p in map(os.path.abspath, sys.path) if p])}
+    command = [sys.executable, "-m", "hlora_mer", "-q", "export", str(runs["all"]), "--format", "onnx", "-o", str(out)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.parent.exists() and list(out.parent.glob(".onnx.*"))):  # the export's temporary folder
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and err.strip().endswith("interrupted"), err
+    assert not list(tmp_path.iterdir())  # neither the temporary folder nor the folders made above -o

@@ -626,6 +626,29 @@ def model_card(trained: TrainedModel, fmt: str, result: ExportResult, run: Path 
 # the export
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (and SIGHUP) raise KeyboardInterrupt while the export is written, so that its temporary folder
+    is removed as after Ctrl-C, instead of the process ending on the spot (main thread only)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    previous = {n: signal.signal(getattr(signal, n), interrupt) for n in names}
+    try:
+        yield
+    finally:
+        for n, handler in previous.items():
+            signal.signal(getattr(signal, n), handler)
+
+
 def _run_folder(checkpoint: Path) -> Path | None:
     from hlora_mer.run_folder import CONFIG_FILE
 
@@ -728,6 +751,10 @@ def export_model(
     out = check_writable_dir(out, "export folder", "choose another folder with -o")
     if fmt == "onnx":
         require_onnx()
+        # imported before the export folder is begun: an interrupt inside an import surfaces as ImportError
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+        import torch.export  # noqa: F401
     trained = load_trained(source, allow_mismatch=allow_mismatch)
     _check_target(out, trained.checkpoint, force)
     cfg = trained.model.config
@@ -753,7 +780,18 @@ def export_model(
         result.files = sorted(w.files)
 
     logger.info("exporting %s as %s into %s", trained.checkpoint, fmt, out)
-    atomic_write_dir(out, fill)
+    absolute = out.absolute()
+    created = [p for p in absolute.parents if not p.exists()]  # the folders above -o this export makes, deepest first
+    try:
+        with _terminate_as_interrupt():
+            atomic_write_dir(out, fill)  # its temporary folder is removed in a finally, also when interrupted
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: something else was put there meanwhile
+                break
+        raise
     for rel in result.files:
         logger.debug("wrote %s (%d bytes)", out / rel, os.path.getsize(out / rel))
     return result
