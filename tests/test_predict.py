@@ -639,3 +639,33 @@ def test_frames_of_two_sizes_in_one_clip_are_reported(model, tmp_path, capsys) -
     captured = capsys.readouterr()
     said = "its frames have 2 sizes: 28x20 (4 frame(s)), 28x28 (6 frame(s))"
     assert said in captured.err and said in captured.out
+
+
+def test_a_model_trained_on_a_composite_of_the_users_own_yaml_scores_a_dataset(synth_root, tmp_path, capsys) -> None:
+    from apply_fixtures import apply_experiment, apply_source
+
+    composite = tmp_path / "elsewhere" / "mine.yaml"
+    composite.parent.mkdir()
+    composite.write_text(
+        "name: my_three\n"
+        "description: happiness, surprise and others of CASME II\n"
+        f"classes: [{', '.join(CLASSES)}]\n"
+        "members:\n"
+        "  casme2:\n"
+        "    labels: {happiness: happiness, surprise: surprise, others: others}\n"
+        "    drop: [disgust, repression, fear, sadness]\n"
+    )
+    cfg = apply_experiment(data={"composite": str(composite), "datasets": ["casme2"], "label_scheme": "my_three"})
+    run_experiment(cfg, tmp_path / "run", apply_source())
+    composite.unlink()  # the model travels without the YAML: its checkpoint carries the scheme
+    out = tmp_path / "out.csv"
+    args = [synth_root, "--dataset", "casme2", "--model", tmp_path / "run", "--cache", tmp_path / "c", "-o", out]
+    assert predict_cli(*args) == 0
+    captured = capsys.readouterr()
+    assert "not known" not in captured.err
+    assert "4 clip(s) have no class in label scheme my_three; predicted, not scored" in captured.out
+    assert "over 6 labelled clip(s)" in captured.out and "label scheme my_three" in captured.out
+    rows = list(csv.DictReader(out.open()))
+    truth = {r["clip"]: r["truth"] for r in rows if r["truth"]}
+    assert sorted(truth.values()) == sorted(CLASSES * 2)
+    assert predict_cli(*args, "--label-scheme", "my_three") == 0  # naming the model's own scheme works too

@@ -423,8 +423,10 @@ def check_labels(
                 f"the model {checkpoint} predicts {model_side}, but --expect-labels asks for {expected}; "
                 "use a model trained on those classes, or correct --expect-labels"
             )
+    recorded = _recorded_scheme(meta)
     if label_scheme is not None:
-        scheme = get_scheme(label_scheme)
+        own_record = recorded is not None and label_scheme.strip().lower() == str(own).strip().lower()
+        scheme = recorded if own_record and recorded is not None else get_scheme(label_scheme)
         if set(scheme.classes) != set(labels) or len(scheme.classes) != len(labels):
             raise UserError(
                 f"the model {checkpoint} predicts {model_side}, but label scheme {scheme.name} has classes "
@@ -436,8 +438,24 @@ def check_labels(
         try:
             return get_scheme(own)
         except DatasetError:
+            if recorded is not None:  # a composite from the user's own YAML: rebuilt from the checkpoint
+                return recorded
             logger.warning("the model's label scheme %s is not known to this version of hlora-mer", own)
     return None
+
+
+def _recorded_scheme(meta: dict[str, Any]) -> LabelScheme | None:
+    """The label scheme the checkpoint wrote out, or None (older checkpoints, or one that cannot be read)."""
+    from hlora_mer.models.checkpoint import SCHEME_KEY, label_scheme_from_record
+
+    record = meta.get(SCHEME_KEY)
+    if not record:
+        return None
+    try:
+        return label_scheme_from_record(record)
+    except (KeyError, TypeError, ValueError) as err:
+        logger.warning("the checkpoint's label scheme cannot be rebuilt (%s: %s)", type(err).__name__, err)
+        return None
 
 
 # --------------------------------------------------------------------------------------------------

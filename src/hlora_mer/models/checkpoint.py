@@ -15,19 +15,24 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from hlora_mer import __version__
-from hlora_mer.config import ModelConfig, from_dict, to_dict
+from hlora_mer.config import DataConfig, ModelConfig, from_dict, to_dict
 from hlora_mer.errors import ConfigError, UserError
 from hlora_mer.files import atomic_write_bytes
 from hlora_mer.models.mer_model import MERModel, build_model
 
+if TYPE_CHECKING:
+    from hlora_mer.data.labels import LabelScheme
+
 logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
+# checkpoint.json's key for the label scheme written out (label_scheme_record).
+SCHEME_KEY = "label_scheme_definition"
 META_FILE = "checkpoint.json"
 # checkpoint.json's key for the SHA-256 of model.safetensors (absent in checkpoints written before it).
 CHECKSUM_KEY = "weights_sha256"
@@ -60,6 +65,40 @@ def checkpoint_files(
         CHECKSUM_KEY: hashlib.sha256(weights).hexdigest(),
     }
     return {WEIGHTS_FILE: weights, META_FILE: (json.dumps(meta, indent=2) + "\n").encode()}
+
+
+def label_scheme_record(data: DataConfig) -> dict[str, Any]:
+    """The label scheme of an experiment's ``data`` section written out (classes, per-dataset mappings, dropped
+    labels), for ``checkpoint.json``: a scheme that is not registered (a composite from the user's own YAML)
+    can then be rebuilt by :func:`label_scheme_from_record` wherever the model goes."""
+    from hlora_mer.data import get_scheme
+    from hlora_mer.data.composites import load_composite
+
+    scheme = load_composite(data.composite).scheme() if data.composite else get_scheme(data.label_scheme)
+    return {
+        "name": scheme.name,
+        "classes": list(scheme.classes),
+        "mappings": {k: dict(v) for k, v in scheme.mappings.items()},
+        "dropped": {k: sorted(v) for k, v in scheme.dropped.items()},
+        "source_column": scheme.source_column,
+        "derive": scheme.derive,
+        "description": scheme.description,
+    }
+
+
+def label_scheme_from_record(record: dict[str, Any]) -> LabelScheme:
+    """The :class:`~hlora_mer.data.labels.LabelScheme` that :func:`label_scheme_record` wrote."""
+    from hlora_mer.data.labels import LabelScheme
+
+    return LabelScheme(
+        name=str(record["name"]),
+        classes=tuple(record["classes"]),
+        mappings={k: dict(v) for k, v in record["mappings"].items()},
+        dropped={k: frozenset(v) for k, v in (record.get("dropped") or {}).items()},
+        source_column=str(record.get("source_column") or "emotion"),
+        derive=record.get("derive"),
+        description=str(record.get("description") or ""),
+    )
 
 
 def write_files(directory: str | Path, files: dict[str, bytes]) -> Path:
