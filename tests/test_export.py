@@ -169,8 +169,8 @@ def test_the_model_card_holds_the_key_facts(runs, tmp_path) -> None:
         "protocol `all`",
         "**no test metrics**",
         f"T = {APPLY_FRAMES}, sampled `apex`",
-        "28 x 28 px",
-        "detector `none`",
+        "centred in a 28 x 28 square",
+        "**alignment**: none",
         'PeftModel.from_pretrained(base, "adapter")',
         'Dinov2WithRegistersModel.from_pretrained("base")',
     ):
@@ -264,6 +264,35 @@ def test_the_cli_offers_the_librarys_formats_and_tolerance() -> None:
     assert (cli_export.FORMATS, cli_export.ONNX_TOLERANCE) == (export.FORMATS, export.ONNX_TOLERANCE)
 
 
+def _card_code(out, clip, apex: int) -> str:
+    """The model card's code, for the clip ``clip`` with its apex."""
+    card = (out / "README.md").read_text()
+    assert "randn" not in card and "## Preprocessing" in card and "**layout**: float32 (batch, 6, 3, 28, 28)" in card
+    code = card.split("## How to load it")[1].split("```python\n")[1].split("```")[0]
+    assert 'prepare_input(".", "path/to/clip.mp4", apex=None)' in code
+    return code.replace("path/to/clip.mp4", str(clip)).replace("apex=None", f"apex={apex}")
+
+
+def _run_card(out, code: str, monkeypatch):
+    monkeypatch.chdir(out)
+    namespace: dict = {}
+    exec(compile(code, str(out / "README.md"), "exec"), namespace)
+    return torch.as_tensor(namespace["probabilities"])
+
+
+@pytest.mark.parametrize("fmt", ["peft", "merged"])
+def test_the_model_cards_code_turns_a_clip_into_the_probabilities_predict_gives(
+    fmt, runs, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # prepare_input's default cache
+    expected, _ = _predicted(runs, tmp_path)
+    out = tmp_path / fmt
+    export_model(runs["all"], fmt, out)
+    got = _run_card(out, _card_code(out, tmp_path / "clip", 7), monkeypatch)
+    assert got.shape == expected.shape and (got - expected).abs().max() <= 1e-5
+    assert list((tmp_path / "xdg" / "hlora-mer" / "predict").iterdir())  # the clip went through predict's cache
+
+
 def _predicted(runs, tmp_path):
     """``predict`` on a real clip (a frame folder, apex given), and the normalised clip the model saw."""
     import numpy as np
@@ -311,7 +340,7 @@ def test_peft_and_merged_exports_equal_predict_on_a_real_clip(runs, tmp_path) ->
 
 
 @pytest.mark.slow
-def test_the_onnx_export_equals_predict_on_a_real_clip(runs, tmp_path) -> None:
+def test_the_onnx_export_equals_predict_on_a_real_clip(runs, tmp_path, monkeypatch) -> None:
     import onnxruntime as ort
 
     _dropout_is_on(runs)
@@ -319,6 +348,10 @@ def test_the_onnx_export_equals_predict_on_a_real_clip(runs, tmp_path) -> None:
     export_model(runs["all"], "onnx", tmp_path / "onnx")
     session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(session.run(None, {"clips": pixels.numpy()})[0])
+    assert (got - expected).abs().max() <= ONNX_TOLERANCE
+    # and the model card's code, from the clip's folder to the probabilities
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    got = _run_card(tmp_path / "onnx", _card_code(tmp_path / "onnx", tmp_path / "clip", 7), monkeypatch)
     assert (got - expected).abs().max() <= ONNX_TOLERANCE
     # the trained model itself is left as it was: LoRA unmerged, in eval mode
     trained = load_trained(runs["all"])

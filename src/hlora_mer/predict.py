@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from hlora_mer.data.labels import LabelScheme
     from hlora_mer.inference import TrainedModel
     from hlora_mer.preprocess.landmarks import LandmarkDetector
+    from hlora_mer.preprocess.run import PreprocessParams
 
 logger = logging.getLogger(__name__)
 
@@ -704,7 +705,7 @@ def predict_clips(
 
 
 def prepare_clip(
-    trained: TrainedModel,
+    trained: TrainedModel | PreprocessParams,
     path: str | Path,
     *,
     onset: int | None = None,
@@ -715,6 +716,19 @@ def prepare_clip(
 ) -> tuple[np.ndarray, list[int]]:
     """One video or frame folder sampled and aligned exactly as :func:`predict_clips` does (same cache).
 
+    This is the path from a file to the model's input: normalise the result with
+    ``hlora_mer.training.clip_dataset.normalize_clip`` (or use :func:`hlora_mer.export.prepare_input`, which
+    does both for an exported model).
+
+    Args:
+        trained: The model (its checkpoint's preprocessing is used), or the preprocessing itself (e.g. the
+            ``preprocess`` of an export's ``hlora_mer.json``).
+        path: A video file or a folder of frames.
+        onset, offset: First and last frame number of the clip (default: the whole video or folder).
+        apex: The apex frame number, used by ``apex`` sampling.
+        cache_dir: The aligned-clip cache (default :func:`default_cache_dir`).
+        detector: A ready landmark detector instead of the one the preprocessing names.
+
     Returns:
         ``(clip, frame numbers)``: the ``(T, S, S, 3)`` uint8 clip and the source frame of each of its frames.
 
@@ -723,9 +737,10 @@ def prepare_clip(
     """
     from hlora_mer.inference import check_landmark_model
     from hlora_mer.preprocess.cache import open_cache_dir
-    from hlora_mer.preprocess.run import preprocess_table
+    from hlora_mer.preprocess.run import PreprocessParams, preprocess_table
 
-    if detector is None:
+    params = trained if isinstance(trained, PreprocessParams) else trained.params
+    if detector is None and not isinstance(trained, PreprocessParams):
         check_landmark_model(trained)
     if input_kind(path) == "manifest":
         raise UserError(f"{path} is a manifest of many clips; pass one video file or frame folder")
@@ -738,7 +753,7 @@ def prepare_clip(
     table = pd.DataFrame([row])
     table["apex"] = table["apex"].astype("Int64")
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    report = preprocess_table(table, cache_root, trained.params, detector=detector)
+    report = preprocess_table(table, cache_root, params, detector=detector)
     key = str(row["sample_id"])
     if key in report.failed:
         raise UserError(f"{path}: the clip could not be prepared: {report.failed[key]}")
