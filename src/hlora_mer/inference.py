@@ -114,7 +114,44 @@ def preprocess_params_of(meta: dict[str, Any], checkpoint: Path) -> PreprocessPa
     values: dict[str, Any] = {k: ident[v] for k, v in fields.items() if v in ident}
     if ident.get("estimate_apex"):
         values["estimate_apex"] = True
+    landmarks = ident.get("landmark_model")
+    if landmarks:
+        # Where the model's own landmark model was; check_landmark_model says when it is not there any more
+        # (a checkpoint written before paths were recorded has only the file's name).
+        values["landmark_model"] = landmarks.get("path") or landmarks.get("name")
     return PreprocessParams(**values)
+
+
+def check_landmark_model(trained: TrainedModel) -> None:
+    """Refuse to align new clips unless the dlib landmark model the model was trained with is where its
+    checkpoint says, with the same SHA-256; never fall back to the default model.
+
+    Raises:
+        UserError: the file is missing or another file, or the checkpoint does not record where it was.
+    """
+    from hlora_mer.preprocess.run import landmark_model_identity
+
+    params = trained.params
+    if params.detector != "dlib" or params.landmark_model is None:
+        return
+    recorded = (trained.meta.get("preprocess") or {}).get("landmark_model") or {}
+    what = f"the model {trained.checkpoint} was trained with the dlib landmark model {params.landmark_model}"
+    if recorded and not recorded.get("path"):
+        raise UserError(
+            f"{what} ({recorded.get('size')} bytes), but its checkpoint does not record where that file was; "
+            "retrain it with this version of hlora-mer (data.landmark_model), which records the path and checksum"
+        )
+    found = landmark_model_identity(params.landmark_model)
+    if found["sha256"] is None:
+        raise UserError(
+            f"{what}, which is not there any more; put that file back at {found['path']} (clips aligned with "
+            "another landmark model are not what the model was trained on)"
+        )
+    if recorded.get("sha256") and recorded["sha256"] != found["sha256"]:
+        raise UserError(
+            f"{what} (SHA-256 {recorded['sha256'][:16]}...), but the file there now is another one (SHA-256 "
+            f"{found['sha256'][:16]}...); put the model's own landmark model back at {found['path']}"
+        )
 
 
 def checkpoint_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from hlora_mer.data.labels import LabelScheme
     from hlora_mer.inference import TrainedModel
     from hlora_mer.preprocess.landmarks import LandmarkDetector
+    from hlora_mer.preprocess.run import PreprocessParams
 
 logger = logging.getLogger(__name__)
 
@@ -423,8 +424,10 @@ def check_labels(
                 f"the model {checkpoint} predicts {model_side}, but --expect-labels asks for {expected}; "
                 "use a model trained on those classes, or correct --expect-labels"
             )
+    recorded = _recorded_scheme(meta)
     if label_scheme is not None:
-        scheme = get_scheme(label_scheme)
+        own_record = recorded is not None and label_scheme.strip().lower() == str(own).strip().lower()
+        scheme = recorded if own_record and recorded is not None else get_scheme(label_scheme)
         if set(scheme.classes) != set(labels) or len(scheme.classes) != len(labels):
             raise UserError(
                 f"the model {checkpoint} predicts {model_side}, but label scheme {scheme.name} has classes "
@@ -436,8 +439,24 @@ def check_labels(
         try:
             return get_scheme(own)
         except DatasetError:
+            if recorded is not None:  # a composite from the user's own YAML: rebuilt from the checkpoint
+                return recorded
             logger.warning("the model's label scheme %s is not known to this version of hlora-mer", own)
     return None
+
+
+def _recorded_scheme(meta: dict[str, Any]) -> LabelScheme | None:
+    """The label scheme the checkpoint wrote out, or None (older checkpoints, or one that cannot be read)."""
+    from hlora_mer.models.checkpoint import SCHEME_KEY, label_scheme_from_record
+
+    record = meta.get(SCHEME_KEY)
+    if not record:
+        return None
+    try:
+        return label_scheme_from_record(record)
+    except (KeyError, TypeError, ValueError) as err:
+        logger.warning("the checkpoint's label scheme cannot be rebuilt (%s: %s)", type(err).__name__, err)
+        return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -451,8 +470,19 @@ def _cache_key(request: ClipRequest, onset: int, offset: int) -> str:
     return f"{_CACHE_PREFIX}/{hashlib.sha1(text.encode()).hexdigest()[:20]}"
 
 
-def _resolve(request: ClipRequest) -> dict[str, Any]:
-    """A canonical table row for one clip (DatasetError / ValueError naming what is wrong with it)."""
+def _resolve(request: ClipRequest, notes: list[str] | None = None) -> dict[str, Any]:
+    """A canonical table row for one clip (DatasetError / ValueError naming what is wrong with it).
+
+    What is worth a word but does not stop the clip (a video that ends before its header's frame count,
+    frames asked for past the end of a folder, frames of several sizes) is logged as a warning and added
+    to ``notes``.
+    """
+
+    def note(text: str) -> None:
+        logger.warning("%s", text)
+        if notes is not None:
+            notes.append(text)
+
     onset, offset = request.onset, request.offset
     numbers: tuple[int, ...] = ()
     paths: tuple[str, ...] = ()
@@ -474,25 +504,50 @@ def _resolve(request: ClipRequest) -> dict[str, Any]:
         onset = numbers[0] if onset is None else onset
         offset = numbers[-1] if offset is None else offset
         count = sum(onset <= n <= offset for n in numbers)
-        where = f"{count} frame(s) in {onset}..{offset} (the folder holds {numbers[0]}..{numbers[-1]})"
+        held = f"the folder holds {numbers[0]}..{numbers[-1]}"
+        where = f"{count} frame(s) in {onset}..{offset} ({held})"
+        if request.frames is None and count >= MIN_FRAMES and (onset < numbers[0] or offset > numbers[-1]):
+            note(
+                f"{request.name}: frames {onset}..{offset} were asked for, but {held}; predicted on the "
+                f"{count} frame(s) there"
+            )
     else:
         from hlora_mer.data.video import count_video_frames
 
         video = request.source
-        if onset is None or offset is None:
-            total = count_video_frames(video)
-            onset = 0 if onset is None else onset
-            offset = total - 1 if offset is None else offset
-            if onset > total - 1:
-                raise DatasetError(
-                    f"the video decodes to {total} frames (0..{total - 1}); onset {onset} is past its end"
-                )
+        total = count_video_frames(video)
+        header = _header_frame_count(video)
+        if header is not None and total < header:
+            note(
+                f"{request.name}: the video's header says {header} frames but only {total} decode (0..{total - 1}); "
+                "the file ends early (cut off?), so the clip is what is there"
+            )
+        onset = 0 if onset is None else onset
+        offset = total - 1 if offset is None else offset
+        if onset > total - 1 or offset > total - 1:
+            raise DatasetError(
+                f"frames {onset}..{offset} were asked for, but the video decodes to {total} frames "
+                f"(0..{total - 1}); give an onset and offset within 0..{total - 1}"
+            )
         count = offset - onset + 1
         where = f"{count} frame(s) in {onset}..{offset}"
     if offset < onset:
         raise DatasetError(f"offset {offset} is before onset {onset}")
     if count < MIN_FRAMES:
         raise DatasetError(f"too few frames: {where}; a clip needs at least {MIN_FRAMES}")
+    if request.apex is not None and not onset <= request.apex <= offset:
+        raise DatasetError(
+            f"apex {request.apex} is outside the clip's onset..offset ({onset}..{offset}); give an apex within it, "
+            "or none"
+        )
+    if paths:
+        sizes = _frame_sizes([p for n, p in zip(numbers, paths, strict=True) if onset <= n <= offset])
+        if len(sizes) > 1:
+            shown = ", ".join(f"{w}x{h} ({k} frame(s))" for (w, h), k in sorted(sizes.items()))
+            note(
+                f"{request.name}: its frames have {len(sizes)} sizes: {shown}; the face is found on one frame and "
+                "the same alignment applied to all, so frames of another size are misaligned"
+            )
     return {
         "sample_id": _cache_key(request, onset, offset),
         "frame_paths": paths,
@@ -502,6 +557,33 @@ def _resolve(request: ClipRequest) -> dict[str, Any]:
         "apex": request.apex,
         "offset": offset,
     }
+
+
+def _header_frame_count(path: str) -> int | None:
+    """The frame count a video's container declares (None when it declares none or cannot be opened)."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            frames = int(container.streams.video[0].frames) if container.streams.video else 0
+    except Exception:  # count_video_frames has already decoded it: this is only a second opinion
+        return None
+    return frames or None
+
+
+def _frame_sizes(paths: Sequence[str]) -> dict[tuple[int, int], int]:
+    """(width, height) -> number of frames, from the image headers (unreadable files are left to alignment)."""
+    from PIL import Image
+
+    sizes: dict[tuple[int, int], int] = {}
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                size = (int(image.width), int(image.height))
+        except (OSError, ValueError):
+            continue
+        sizes[size] = sizes.get(size, 0) + 1
+    return sizes
 
 
 def _check_video_support(requests: Sequence[ClipRequest]) -> None:
@@ -540,11 +622,14 @@ def predict_clips(
     Returns:
         One :class:`ClipPrediction` per request, in order; failed clips carry their reason.
     """
+    from hlora_mer.inference import check_landmark_model
     from hlora_mer.preprocess.run import preprocess_table
     from hlora_mer.training.clip_dataset import AlignedClipDataset
 
     if batch_size < 1:
         raise UserError(f"the batch size must be at least 1, got {batch_size}")
+    if detector is None:
+        check_landmark_model(trained)
     params = trained.params
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if workers is None:
@@ -558,12 +643,13 @@ def predict_clips(
             progress(stage, done, of)
 
     results = [ClipPrediction(r.name, r.source, r.onset, r.offset, truth=r.truth, error=r.error) for r in requests]
+    notes: list[str] = []
     rows: dict[str, dict[str, Any]] = {}
     owner: dict[str, list[int]] = {}  # cache key -> indices of the requests (a clip named twice shares one)
     for i, request in enumerate(requests):
         if request.error is None:
             try:
-                row = _resolve(request)
+                row = _resolve(request, notes)
             except (UserError, ValueError) as err:
                 results[i].error = str(err)
             else:
@@ -612,14 +698,14 @@ def predict_clips(
                 for i in owner[key]:
                     results[i].probabilities = {label: float(v) for label, v in zip(trained.labels, p, strict=True)}
                     results[i].frames = [int(n) for n in entry.get("frame_numbers", [])] or None
-    out = PredictionReport(trained.checkpoint, list(trained.labels), results, cache_path)
+    out = PredictionReport(trained.checkpoint, list(trained.labels), results, cache_path, notes=notes)
     out.label_scheme = trained.meta.get("label_scheme")
     logger.debug("predicted %d of %d clips (%d failed)", len(out.predicted), len(out.clips), len(out.failed))
     return out
 
 
 def prepare_clip(
-    trained: TrainedModel,
+    trained: TrainedModel | PreprocessParams,
     path: str | Path,
     *,
     onset: int | None = None,
@@ -630,15 +716,32 @@ def prepare_clip(
 ) -> tuple[np.ndarray, list[int]]:
     """One video or frame folder sampled and aligned exactly as :func:`predict_clips` does (same cache).
 
+    This is the path from a file to the model's input: normalise the result with
+    ``hlora_mer.training.clip_dataset.normalize_clip`` (or use :func:`hlora_mer.export.prepare_input`, which
+    does both for an exported model).
+
+    Args:
+        trained: The model (its checkpoint's preprocessing is used), or the preprocessing itself (e.g. the
+            ``preprocess`` of an export's ``hlora_mer.json``).
+        path: A video file or a folder of frames.
+        onset, offset: First and last frame number of the clip (default: the whole video or folder).
+        apex: The apex frame number, used by ``apex`` sampling.
+        cache_dir: The aligned-clip cache (default :func:`default_cache_dir`).
+        detector: A ready landmark detector instead of the one the preprocessing names.
+
     Returns:
         ``(clip, frame numbers)``: the ``(T, S, S, 3)`` uint8 clip and the source frame of each of its frames.
 
     Raises:
         UserError: the path is no clip, or the clip cannot be read, is too short or shows no face.
     """
+    from hlora_mer.inference import check_landmark_model
     from hlora_mer.preprocess.cache import open_cache_dir
-    from hlora_mer.preprocess.run import preprocess_table
+    from hlora_mer.preprocess.run import PreprocessParams, preprocess_table
 
+    params = trained if isinstance(trained, PreprocessParams) else trained.params
+    if detector is None and not isinstance(trained, PreprocessParams):
+        check_landmark_model(trained)
     if input_kind(path) == "manifest":
         raise UserError(f"{path} is a manifest of many clips; pass one video file or frame folder")
     request = requests_from_inputs([path], onset=onset, offset=offset, apex=apex)[0]
@@ -650,7 +753,7 @@ def prepare_clip(
     table = pd.DataFrame([row])
     table["apex"] = table["apex"].astype("Int64")
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    report = preprocess_table(table, cache_root, trained.params, detector=detector)
+    report = preprocess_table(table, cache_root, params, detector=detector)
     key = str(row["sample_id"])
     if key in report.failed:
         raise UserError(f"{path}: the clip could not be prepared: {report.failed[key]}")
@@ -699,8 +802,9 @@ def check_output(path: str | Path) -> Path:
 
 
 def write_predictions(report: PredictionReport, path: str | Path) -> Path:
-    """Write the report as CSV (one row per clip) or JSON, chosen by the extension (atomically)."""
-    from hlora_mer.files import atomic_write_text
+    """Write the report as CSV (one row per clip) or JSON, chosen by the extension (atomically), in UTF-8;
+    the bytes of a file name that are not UTF-8 are written as they are in CSV (JSON escapes them)."""
+    from hlora_mer.files import atomic_write_bytes
 
     path = check_output(path)
     if path.suffix.lower() == ".json":
@@ -712,7 +816,7 @@ def write_predictions(report: PredictionReport, path: str | Path) -> Path:
         writer.writeheader()
         writer.writerows(records)
         text = buffer.getvalue()
-    atomic_write_text(path, text)
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
     return path
 
 

@@ -57,6 +57,23 @@ def _run_folder_of(path: Path) -> Path | None:
     return None
 
 
+def _check_sample(model: Path, sample: str) -> None:
+    """Refuse a ``--sample`` that is not one of the run's samples, naming a few that are."""
+    from hlora_mer import run_folder as rf
+
+    run = _run_folder_of(model)
+    if run is None or not (run / rf.SAMPLES_FILE).is_file():
+        return  # said by _sample_clip, with what to pass instead
+    ids = list(rf.parse_samples((run / rf.SAMPLES_FILE).read_text(encoding="utf-8")).index)
+    if sample not in ids:
+        close = [i for i in ids if i.split("/")[:-1] == sample.split("/")[:-1]] or ids
+        raise UserError(
+            f"{sample} is not a sample of this run ({run}, {len(ids)} samples); samples are e.g. "
+            + ", ".join(close[:5])
+            + (f" ({rf.SAMPLES_FILE} lists them all)" if len(ids) > 5 else "")
+        )
+
+
 def _model_for_sample(model: Path, sample: str) -> Path:
     """A run folder with several checkpoints: the fold (first seed) that tested ``sample``; else ``model``."""
     from hlora_mer import run_folder as rf
@@ -114,6 +131,7 @@ def explain(args: argparse.Namespace) -> int:
     check_writable_dir(args.output, "figure folder", "choose another folder with -o")
     model_path = Path(args.model)
     if args.sample is not None:
+        _check_sample(model_path, args.sample)
         model_path = _model_for_sample(model_path, args.sample)
     trained = load_trained(model_path, allow_mismatch=args.allow_mismatch)
     label = None

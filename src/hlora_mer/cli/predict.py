@@ -152,11 +152,18 @@ def run(args: argparse.Namespace) -> int:
     report.notes[:0] = notes
     _print_report(report)
     if args.out:
-        print(f"predictions: {write_predictions(report, args.out)}")
+        print(_shown(f"predictions: {write_predictions(report, args.out)}"))
     return 1 if report.failed else 0
 
 
+def _shown(text: str) -> str:
+    """``text`` printable on any terminal: bytes of a file name that are not UTF-8 (kept by Python as
+    surrogates) are shown as U+FFFD; the output file keeps them as they are."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _short(name: str, width: int = _NAME_WIDTH) -> str:
+    name = _shown(name)
     return name if len(name) <= width else "..." + name[-(width - 3) :]
 
 
@@ -178,16 +185,16 @@ def format_table(report: PredictionReport) -> str:
     if not report.predicted:
         lines = []
     for clip in report.failed:
-        lines.append(f"failed: {clip.name}: {clip.error}")
+        lines.append(_shown(f"failed: {clip.name}: {clip.error}"))
     return "\n".join(lines)
 
 
 def _print_report(report: PredictionReport) -> None:
     scheme = f", label scheme {report.label_scheme}" if report.label_scheme else ""
-    print(f"model: {report.checkpoint} ({len(report.labels)} classes{scheme})")
+    print(_shown(f"model: {report.checkpoint} ({len(report.labels)} classes{scheme})"))
     print(format_table(report))
     for note in report.notes:
-        print(f"note: {note}")
+        print(_shown(f"note: {note}"))
     summary = f"{len(report.clips)} clip(s): {len(report.predicted)} predicted, {len(report.failed)} failed"
     scored = report.scores()
     if scored is not None:

@@ -2,30 +2,40 @@
 
 A checkpoint is a folder with ``model.safetensors`` (the trainable tensors: LoRA, fusion, head) and
 ``checkpoint.json`` (the resolved model config, the label names, the backbone's registry name and its
-weights' identity, the package version). Loading rebuilds the model from the config, loads the base
-weights, checks that the checkpoint was made for exactly this model (config, labels, backbone weights,
-tensor names and shapes) and then loads the saved tensors; any difference is refused with one message.
+weights' identity, the package version, and the SHA-256 of ``model.safetensors``). Loading rebuilds the
+model from the config, loads the base weights, checks that ``model.safetensors`` is the file that was
+written (its checksum; a checkpoint written before checksums were recorded is loaded without), that the
+checkpoint was made for exactly this model (config, labels, backbone weights, tensor names and shapes) and
+then loads the saved tensors; any difference is refused with one message.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from hlora_mer import __version__
-from hlora_mer.config import ModelConfig, from_dict, to_dict
+from hlora_mer.config import DataConfig, ModelConfig, from_dict, to_dict
 from hlora_mer.errors import ConfigError, UserError
 from hlora_mer.files import atomic_write_bytes
 from hlora_mer.models.mer_model import MERModel, build_model
 
+if TYPE_CHECKING:
+    from hlora_mer.data.labels import LabelScheme
+
 logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
+# checkpoint.json's key for the label scheme written out (label_scheme_record).
+SCHEME_KEY = "label_scheme_definition"
 META_FILE = "checkpoint.json"
+# checkpoint.json's key for the SHA-256 of model.safetensors (absent in checkpoints written before it).
+CHECKSUM_KEY = "weights_sha256"
 
 
 def checkpoint_files(
@@ -43,6 +53,7 @@ def checkpoint_files(
     if model.backbone.name != cfg.backbone.name:
         raise ValueError(f"model backbone {model.backbone.name!r} does not match cfg {cfg.backbone.name!r}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
+    weights = save(tensors)
     meta = {
         "format": "hlora-mer-checkpoint/1",
         "hlora_mer_version": __version__,
@@ -51,8 +62,43 @@ def checkpoint_files(
         "backbone_weights": model.backbone.weights_id,
         "tensors": sorted(tensors),
         **(extra or {}),
+        CHECKSUM_KEY: hashlib.sha256(weights).hexdigest(),
     }
-    return {WEIGHTS_FILE: save(tensors), META_FILE: (json.dumps(meta, indent=2) + "\n").encode()}
+    return {WEIGHTS_FILE: weights, META_FILE: (json.dumps(meta, indent=2) + "\n").encode()}
+
+
+def label_scheme_record(data: DataConfig) -> dict[str, Any]:
+    """The label scheme of an experiment's ``data`` section written out (classes, per-dataset mappings, dropped
+    labels), for ``checkpoint.json``: a scheme that is not registered (a composite from the user's own YAML)
+    can then be rebuilt by :func:`label_scheme_from_record` wherever the model goes."""
+    from hlora_mer.data import get_scheme
+    from hlora_mer.data.composites import load_composite
+
+    scheme = load_composite(data.composite).scheme() if data.composite else get_scheme(data.label_scheme)
+    return {
+        "name": scheme.name,
+        "classes": list(scheme.classes),
+        "mappings": {k: dict(v) for k, v in scheme.mappings.items()},
+        "dropped": {k: sorted(v) for k, v in scheme.dropped.items()},
+        "source_column": scheme.source_column,
+        "derive": scheme.derive,
+        "description": scheme.description,
+    }
+
+
+def label_scheme_from_record(record: dict[str, Any]) -> LabelScheme:
+    """The :class:`~hlora_mer.data.labels.LabelScheme` that :func:`label_scheme_record` wrote."""
+    from hlora_mer.data.labels import LabelScheme
+
+    return LabelScheme(
+        name=str(record["name"]),
+        classes=tuple(record["classes"]),
+        mappings={k: dict(v) for k, v in record["mappings"].items()},
+        dropped={k: frozenset(v) for k, v in (record.get("dropped") or {}).items()},
+        source_column=str(record.get("source_column") or "emotion"),
+        derive=record.get("derive"),
+        description=str(record.get("description") or ""),
+    )
 
 
 def write_files(directory: str | Path, files: dict[str, bytes]) -> Path:
@@ -74,6 +120,40 @@ def save_checkpoint(
 ) -> Path:
     """Write the trainable tensors and everything needed to rebuild ``model`` into ``directory``."""
     return write_files(directory, checkpoint_files(model, cfg, labels, extra))
+
+
+def _damaged(directory: Path, what: str) -> UserError:
+    return UserError(
+        f"checkpoint {directory} is damaged: {directory / WEIGHTS_FILE} {what}; copy the checkpoint again from "
+        "its run folder (or train again)"
+    )
+
+
+def read_weights(directory: str | Path, meta: dict[str, Any], *, map_location: str = "cpu") -> dict[str, Any]:
+    """The tensors of a checkpoint's ``model.safetensors``, after checking its SHA-256 against ``meta``.
+
+    Raises:
+        UserError: the file's checksum is not the one recorded (truncated, changed bytes), or the file cannot
+            be read as safetensors (a checkpoint without a recorded checksum).
+    """
+    from safetensors.torch import load
+
+    directory = Path(directory)
+    data = (directory / WEIGHTS_FILE).read_bytes()
+    recorded = meta.get(CHECKSUM_KEY)
+    if recorded is not None:
+        found = hashlib.sha256(data).hexdigest()
+        if found != recorded:
+            raise _damaged(
+                directory,
+                f"is not the file that was written ({len(data)} bytes with SHA-256 {found[:16]}..., "
+                f"{META_FILE} records {str(recorded)[:16]}...: truncated or changed since)",
+            )
+    try:
+        tensors = load(data)
+    except Exception as err:  # safetensors raises its own SafetensorError, and others on garbage
+        raise _damaged(directory, f"cannot be read ({type(err).__name__}: {err})") from None
+    return {k: v.to(map_location) for k, v in tensors.items()} if map_location != "cpu" else tensors
 
 
 def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
@@ -151,8 +231,6 @@ def load_checkpoint_into(
     sides. ``allow_mismatch=True`` accepts other backbone weights (name or weights id) deliberately, with a
     logged warning; the rest, tensor shapes above all, is never waived. Returns the checkpoint's metadata.
     """
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     meta = read_checkpoint_meta(directory)
     ckpt_cfg = _flatten(to_dict(_checkpoint_config(directory, meta)))
@@ -178,7 +256,7 @@ def load_checkpoint_into(
             continue
         problems.append(f"{key}: checkpoint {value}, model {facts[key]}")
 
-    tensors = load_file(str(directory / WEIGHTS_FILE), device=map_location)
+    tensors = read_weights(directory, meta, map_location=map_location)
     expected = model.trainable_state_dict()
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     reshaped = [

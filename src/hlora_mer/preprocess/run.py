@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -123,9 +124,7 @@ class PreprocessParams:
         if self.detector != "none":
             ident["margin"] = round(float(self.margin), 6)
         if self.landmark_model is not None:
-            model = Path(self.landmark_model)
-            # The file's name and size identify a model well enough, without hashing 100 MB.
-            ident["landmark_model"] = {"name": model.name, "size": model.stat().st_size if model.exists() else None}
+            ident["landmark_model"] = landmark_model_identity(self.landmark_model)
         if self.estimate_apex:
             # Only when on, so that the caches made before the option keep their folder.
             ident["estimate_apex"] = APEX_ESTIMATE_METHOD
@@ -136,6 +135,28 @@ class PreprocessParams:
         (``..._apex-est_...`` with ``estimate_apex``)."""
         sampling = f"{self.sampling}-est" if self.estimate_apex else self.sampling
         return f"t{self.num_frames}_s{self.size}_{self.detector}_{sampling}_{params_hash(self.identity())}"
+
+
+def landmark_model_identity(path: str | Path) -> dict[str, Any]:
+    """What identifies a landmark model file: its absolute path, name, size and SHA-256 (None for a file that
+    is not there). A checkpoint records it, so that new clips are aligned with the very same file."""
+    model = Path(path).expanduser().absolute()
+    if not model.is_file():
+        return {"name": model.name, "path": str(model), "size": None, "sha256": None}
+    stat = model.stat()
+    return {
+        "name": model.name,
+        "path": str(model),
+        "size": stat.st_size,
+        "sha256": _sha256_of(str(model), stat.st_mtime_ns),
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of(path: str, mtime_ns: int) -> str:  # mtime_ns: a changed file is hashed again
+    from hlora_mer.files import sha256_file
+
+    return sha256_file(path)
 
 
 def cache_dir_for(out_dir: str | Path, params: PreprocessParams) -> Path:

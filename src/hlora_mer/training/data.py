@@ -249,6 +249,7 @@ def preprocess_params(cfg: ExperimentConfig) -> PreprocessParams:
         size=cfg.model.image_size,
         detector=cfg.data.detector,
         margin=cfg.data.margin,
+        landmark_model=cfg.data.landmark_model,
         sampling=cast(SamplingMode, cfg.data.sampling),  # the config checked it is one of SAMPLING_MODES
         estimate_apex=cfg.data.estimate_apex,
     )

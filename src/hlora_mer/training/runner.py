@@ -213,7 +213,7 @@ def compute_fold(
 ) -> FoldOutput:
     """Train and evaluate one fold for one seed; writes nothing."""
     from hlora_mer.evaluation.metrics import scores
-    from hlora_mer.models.checkpoint import checkpoint_files
+    from hlora_mer.models.checkpoint import checkpoint_files, label_scheme_record
 
     fold, seed, train_ids, val_ids = job.fold, job.seed, job.train_ids, job.val_ids
     fold_seed = derive_seed(seed, fold.index)
@@ -283,6 +283,8 @@ def compute_fold(
                 "experiment": cfg.name,
                 "protocol": cfg.eval.protocol,
                 "label_scheme": cfg.data.label_scheme,
+                # the scheme written out, so that predict --dataset scores with it where it is not registered
+                "label_scheme_definition": label_scheme_record(cfg.data),
                 # how a new clip must be prepared for this model: the same sampling and alignment
                 "preprocess": preprocess_params(cfg).identity(),
                 "fold": fold.name,
