@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU wheel; GPU users install their CUDA build of torch first and it is kept (pyproject has a range).
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= align,video,viz,export,ray,dev
+EXTRAS ?= align,video,viz,synth,export,ray,dev
 
 .PHONY: demo test install clean
 
