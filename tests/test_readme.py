@@ -20,6 +20,7 @@ def load_checker():
     return module
 
 
+@pytest.mark.slow
 def test_the_readme_fast_blocks_run_and_print_what_it_shows(tmp_path):
     """The fast blocks of README.md, run in a fresh folder as a reader would (about 30 s of CPU)."""
     done = subprocess.run(
@@ -64,7 +65,7 @@ hlora-mer data summary casme2 /data/CASME2
 """
 
 
-def test_checker_runs_fast_blocks_and_says_what_waits_for_a_slow_one(tmp_path, capsys):
+def test_checker_runs_what_it_can_and_says_what_waits_for_a_slow_block(tmp_path, capsys):
     checker = load_checker()
     readme = tmp_path / "README.md"
     readme.write_text(README)
@@ -79,7 +80,7 @@ def test_checker_runs_fast_blocks_and_says_what_waits_for_a_slow_one(tmp_path, c
     # With --slow the slow block makes what the next one needs, and that one runs.
     assert checker.check(readme, work, slow=True) == 0
     out = capsys.readouterr().out
-    assert (work / "model").is_dir() and "checked       line 18" in out and "not run" not in out
+    assert (work / "model").is_dir() and "checked       line 18" in out and "not run       line" not in out
 
 
 @pytest.mark.parametrize(
