@@ -90,6 +90,7 @@ def test_checker_runs_what_it_can_and_says_what_waits_for_a_slow_block(tmp_path,
         (("...\nthree\n", "...\nfour\n"), "printed other output"),  # '...' does not hide a wrong line after it
         (("$ echo 'hello'", "$ false"), "exited 1"),  # a command that fails
         (("casme2 /data/CASME2", "casme2 /data/CASME2 --lables x"), "the CLI refuses it"),  # skipped, still parsed
+        (("data summary casme2 /data/CASME2", "demo train.stepz=3"), "unknown key 'train.stepz'"),  # and its settings
     ],
 )
 def test_checker_fails_on_what_the_readme_gets_wrong(tmp_path, capsys, change, found):

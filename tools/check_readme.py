@@ -20,7 +20,8 @@ Commands run with bash in one work folder shared by all blocks, in README order,
 ``python`` meaning this checkout (``python -m hlora_mer`` with ``src`` first on the path) and
 ``XDG_CACHE_HOME`` inside the work folder. The ``hlora-mer`` commands of blocks that do not run are still
 parsed by the CLI's argument parser, so that an option the README names and the CLI no longer has is
-found. Exit status: 0 when every block that ran printed what the README shows, 1 otherwise.
+found, and the overrides of ``train -c CONFIG`` and ``demo`` are applied to their config. Exit status:
+0 when every block that ran printed what the README shows, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -206,6 +207,20 @@ def parse_only(command: str) -> str | None:
         return f"the CLI refuses it (exit {stop.code}): {err.getvalue().strip().splitlines()[-1:]}"
     if extra and not (hasattr(args, "overrides") or hasattr(args, "inputs")):
         return f"the CLI refuses it: unrecognized arguments: {' '.join(extra)}"
+    overrides = [*getattr(args, "overrides", []), *extra]
+    from hlora_mer.errors import UserError
+
+    try:  # the settings too: an override key the config does not have is refused before any work
+        if args.command == "train" and (REPO / args.config).is_file():
+            from hlora_mer.config import load_experiment
+
+            load_experiment(REPO / args.config, overrides)
+        elif args.command == "demo":
+            from hlora_mer.demo import demo_config
+
+            demo_config(overrides)
+    except UserError as err:
+        return f"the CLI refuses its settings: {err}"
     return None
 
 
