@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="*",
         metavar="CLIP",
         help="also write clips as mp4 videos (onset to offset, 200 fps) to OUT/videos/subNN/<clip>.mp4: "
-        "the clips named (e.g. sub01/EP02_01), or every clip when none is named; needs PyAV (the video extra)",
+        "the clips named (e.g. sub01/EP02_01), or every clip when none is named (give OUT before --video); "
+        "needs PyAV (the video extra)",
     )
     p.set_defaults(func=synth)
 
