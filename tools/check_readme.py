@@ -240,7 +240,8 @@ def _environment(workdir: Path) -> tuple[dict[str, str], Path]:
     python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     python.chmod(0o755)
     env = dict(os.environ)
-    env.setdefault("HF_HOME", str(Path.home() / ".cache" / "huggingface"))  # keep the reader's weights
+    cache = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    env.setdefault("HF_HOME", str(Path(cache) / "huggingface"))  # keep the reader's weights
     env["XDG_CACHE_HOME"] = str(workdir / ".cache")
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), *filter(None, [env.get("PYTHONPATH")])])
