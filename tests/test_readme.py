@@ -110,3 +110,27 @@ def test_a_needs_marker_without_a_slow_block_that_makes_it_is_an_error(tmp_path)
     readme.write_text(README.replace("check-readme: skip", "check-readme: skipp"))
     with pytest.raises(checker.ReadmeError, match="unknown check-readme marker"):
         checker.check(readme, tmp_path)
+
+
+def test_when_a_slow_block_fails_what_needs_it_is_not_run_and_says_why(tmp_path, capsys):
+    checker = load_checker()
+    readme = tmp_path / "README.md"
+    readme.write_text(README.replace("mkdir model   # the slow one", "mkdir model && false"))
+    work = tmp_path / "work"
+    work.mkdir()
+    assert checker.check(readme, work, slow=True) == 1
+    out = capsys.readouterr().out
+    assert (work / "model").is_dir()  # the failed block left its folder, which is not taken for its result
+    assert "not run       line 18" in out and "but the slow block at line 13 that makes it failed" in out
+
+
+def test_a_command_past_its_time_is_ended_with_what_it_started(tmp_path, capsys):
+    import time
+
+    checker = load_checker()
+    readme = tmp_path / "README.md"
+    readme.write_text("```sh\n(sleep 2; touch late) & sleep 2; touch done\n```\n")
+    assert checker.check(readme, tmp_path, timeout=0.5) == 1
+    assert "took more than 0.5 s" in capsys.readouterr().out
+    time.sleep(2.5)
+    assert not (tmp_path / "late").exists() and not (tmp_path / "done").exists()

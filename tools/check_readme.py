@@ -32,6 +32,7 @@ import difflib
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -249,21 +250,35 @@ def _environment(workdir: Path) -> tuple[dict[str, str], Path]:
     return env, bin_dir
 
 
+def _run(command: str, workdir: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess | None:
+    """Run one command line with bash in its own process group; None when it ran past ``timeout`` (then the
+    whole group is ended, so that nothing it started goes on)."""
+    proc = subprocess.Popen(
+        ["bash", "-c", command],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
 def run_block(block: Block, workdir: Path, env: dict[str, str], timeout: float) -> list[str]:
     """Run a block's commands in order; the problems found (empty: it printed what the README shows)."""
     problems: list[str] = []
     for command in block.commands:
-        try:
-            done = subprocess.run(
-                ["bash", "-c", command.text],
-                cwd=workdir,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired:
-            problems.append(f"line {command.line}: `{command.text}` took more than {timeout:g} s")
+        done = _run(command.text, workdir, env, timeout)
+        if done is None:
+            problems.append(f"line {command.line}: `{command.text}` took more than {timeout:g} s (see --timeout)")
             break
         if done.returncode != 0:
             tail = "\n      ".join(done.stderr.strip().splitlines()[-5:])
@@ -271,17 +286,18 @@ def run_block(block: Block, workdir: Path, env: dict[str, str], timeout: float) 
             break
         if _strip(command.expected or []) and not output_matches(command.expected or [], done.stdout.splitlines()):
             diff = difflib.unified_diff(
-                _strip(command.expected), _strip(done.stdout.splitlines()), "README", "printed", lineterm=""
+                _strip(command.expected or []), _strip(done.stdout.splitlines()), "README", "printed", lineterm=""
             )
             problems.append(f"line {command.line}: `{command.text}` printed other output:\n" + "\n".join(diff))
     return problems
 
 
-def check(readme: Path, workdir: Path, slow: bool = False, timeout: float = 600.0, only_list: bool = False) -> int:
+def check(readme: Path, workdir: Path, slow: bool = False, timeout: float = 3600.0, only_list: bool = False) -> int:
     blocks = parse_readme(readme.read_text(encoding="utf-8"))
     env, _ = _environment(workdir) if not only_list else ({}, None)
     maker = {path: b for b in blocks for path in b.makes}
     failed = 0
+    failed_lines: set[int] = set()
     counts = {"checked": 0, "slow, skipped": 0, "skipped": 0, "not run": 0, "failed": 0}
     for block in blocks:
         shown = sum(c.expected is not None and bool(_strip(c.expected)) for c in block.commands)
@@ -298,6 +314,14 @@ def check(readme: Path, workdir: Path, slow: bool = False, timeout: float = 600.
             note = f"; its {parsed} hlora-mer command(s) parse" if parsed else ""
             print(f"{status:<14}{block.title}\n              ({block.reason or 'slow'}{note})")
             continue
+        broken = [p for p in block.needs if maker[p].line in failed_lines]
+        if broken:
+            counts["not run"] += 1
+            print(
+                f"not run       {block.title}\n              (needs {', '.join(broken)}, but the slow block at line "
+                f"{maker[broken[0]].line} that makes it failed)"
+            )
+            continue
         missing = [p for p in block.needs if not (workdir / p).exists()]
         if missing and not only_list:
             counts["not run"] += 1
@@ -309,6 +333,7 @@ def check(readme: Path, workdir: Path, slow: bool = False, timeout: float = 600.
             continue
         problems = run_block(block, workdir, env, timeout)
         if problems:
+            failed_lines.add(block.line)
             failed += 1
             counts["failed"] += 1
             print(f"FAIL  {block.title}\n  " + "\n  ".join(problems))
@@ -326,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("readme", nargs="?", default=str(REPO / "README.md"), help="default: the checkout's README")
     parser.add_argument("--slow", action="store_true", help="also run the blocks marked slow (minutes)")
     parser.add_argument("--workdir", help="run in this folder and keep it (default: a temporary folder)")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per command (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per command (default: %(default)s)")
     parser.add_argument("--list", action="store_true", help="only classify the blocks")
     args = parser.parse_args(argv)
     readme = Path(args.readme).resolve()
