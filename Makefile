@@ -4,9 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU wheel; GPU users install their CUDA build of torch first and it is kept (pyproject has a range).
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= align,video,viz,export,ray,xls,dev
+EXTRAS ?= align,video,viz,synth,export,ray,xls,dev
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean check-readme
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ test: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/mypy src
 	$(PY) -m pytest -q
+
+# Every README block, the slow ones too (the demo's all-subjects model: minutes); make test runs the fast ones.
+check-readme: $(VENV)/.installed
+	mkdir -p runs/check-readme
+	cd runs/check-readme && find . -mindepth 1 -maxdepth 1 ! -name runs -exec rm -rf {} +  # keeps the demo's run
+	$(PY) tools/check_readme.py --slow --workdir runs/check-readme
 
 clean:
 	rm -rf $(VENV) .pytest_cache

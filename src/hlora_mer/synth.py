@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from hlora_mer.errors import ConfigError, UserError
 from hlora_mer.files import atomic_open, atomic_write_dir
 
 logger = logging.getLogger(__name__)
@@ -114,8 +115,6 @@ class SynthConfig:
     seed: int = field(default=0, metadata={"help": "everything is a function of this seed"})
 
     def __post_init__(self) -> None:
-        from hlora_mer.errors import ConfigError
-
         if self.subjects < 2 or self.clips_per_class < 1:
             raise ConfigError("SynthME needs at least 2 subjects and 1 clip per class")
         if not 2 <= self.min_frames <= self.max_frames:
@@ -147,9 +146,19 @@ class ClipSpec:
     offset: int
 
 
-def _base_image() -> np.ndarray:
-    from skimage import data
+SYNTH_INSTALL_HINT = "install it with: pip install 'hlora-mer[synth]' (or: pip install scikit-image)"
+VIDEO_FOLDER = "videos"
+VIDEO_FPS = 200  # CASME II's frame rate: a 24-40 frame clip lasts 0.12-0.2 s, like a micro-expression
 
+
+def _base_image() -> np.ndarray:
+    try:
+        from skimage import data
+    except ImportError as err:
+        raise UserError(
+            f"SynthME draws its faces from scikit-image's astronaut portrait, but scikit-image is not installed "
+            f"({err}); {SYNTH_INSTALL_HINT}"
+        ) from None
     return data.astronaut().astype(np.float32) / 255.0  # (512, 512, 3)
 
 
@@ -314,10 +323,71 @@ def write_annotation(clips: list[ClipSpec], path: Path) -> None:
         book.save(handle)
 
 
+def clip_id(clip: ClipSpec) -> str:
+    """The clip's id as its folder under ``Cropped/`` names it: ``sub01/EP02_01``."""
+    return f"sub{clip.subject}/{clip.filename}"
+
+
+def video_path(out: str | Path, clip: ClipSpec) -> Path:
+    """Where ``generate(..., videos=...)`` writes the clip as a video: ``OUT/videos/sub01/EP02_01.mp4``."""
+    return Path(out) / VIDEO_FOLDER / f"sub{clip.subject}" / f"{clip.filename}.mp4"
+
+
+def _write_clip_video(path: Path, frames: np.ndarray) -> None:
+    """The clip's frames as an H.264 mp4 at CASME II's 200 fps, whole or absent."""
+    import os
+
+    from hlora_mer.data.video import write_video
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        write_video(partial, frames, fps=VIDEO_FPS)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _videos_wanted(clips: list[ClipSpec], videos: bool | Collection[str], frame_size: int) -> set[str]:
+    """The ids of the clips to write as videos; an id SynthME does not make is a mistake, said before any work."""
+    ids = [clip_id(c) for c in clips]
+    if isinstance(videos, bool):
+        wanted = set(ids) if videos else set()
+    else:
+        wanted = {v.strip("/") for v in videos}
+        unknown = sorted(wanted - set(ids))
+        if unknown:
+            shown = ", ".join(ids[:6])
+            raise ConfigError(
+                f"--video: SynthME with these settings makes no clip {', '.join(unknown)}; its clips are "
+                f"{shown}, ... ({len(ids)} in all; their ids are in the annotation file that the same command without "
+                "--video writes); name one of them, or give --video alone for every clip"
+            )
+    if wanted and frame_size % 2:
+        raise ConfigError(f"--video needs an even --frame-size (H.264 halves the colour planes); got {frame_size}")
+    if wanted:
+        try:
+            import av  # noqa: F401
+        except ImportError:
+            raise UserError(
+                "writing SynthME clips as videos needs PyAV; install it with: pip install 'hlora-mer[video]' "
+                "(or: pip install av)"
+            ) from None
+    return wanted
+
+
 def generate(
-    out: str | Path, cfg: SynthConfig = SynthConfig(), progress: Callable[[int, int], None] | None = None
+    out: str | Path,
+    cfg: SynthConfig = SynthConfig(),
+    progress: Callable[[int, int], None] | None = None,
+    videos: bool | Collection[str] = False,
 ) -> list[ClipSpec]:
-    """Write SynthME into ``out`` and return its clips. ``progress(done, total)`` is called per clip."""
+    """Write SynthME into ``out`` and return its clips. ``progress(done, total)`` is called per clip.
+
+    ``videos``: also write these clips (ids such as ``sub01/EP02_01``; ``True``: every clip) as mp4
+    videos of the clip's frames (onset to offset, H.264 at 200 fps, 4:2:0 colour), to
+    ``OUT/videos/sub01/EP02_01.mp4`` (:func:`video_path`); frame 0 of the video is the onset frame.
+    """
     from PIL import Image
 
     out = Path(out)
@@ -325,6 +395,7 @@ def generate(
     base = _base_image()
     identities = {f"{s + 1:02d}": make_identity(rng, cfg.frame_size) for s in range(cfg.subjects)}
     clips = plan_clips(cfg, rng)
+    wanted = _videos_wanted(clips, videos, cfg.frame_size)
     out.mkdir(parents=True, exist_ok=True)
     for i, clip in enumerate(clips):
         clip_rng = np.random.default_rng([cfg.seed, i])  # each clip is reproducible on its own
@@ -336,6 +407,8 @@ def generate(
                 Image.fromarray(frame).save(folder / f"reg_img{onset + k}.jpg", quality=95)
 
         atomic_write_dir(out / "Cropped" / f"sub{clip.subject}" / clip.filename, fill)  # a clip is whole or absent
+        if clip_id(clip) in wanted:
+            _write_clip_video(video_path(out, clip), frames)
         if progress is not None:
             progress(i + 1, len(clips))
     write_annotation(clips, out / ANNOTATION_FILE)
