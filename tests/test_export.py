@@ -132,7 +132,7 @@ def test_without_lora_there_is_no_adapter_and_the_base_gives_the_logits(runs, tm
         got = ClipClassifier(base, load_fusion_head(out)).eval()(clips)
     assert (got - logits).abs().max() <= TORCH_TOLERANCE
     card = (out / "README.md").read_text()
-    assert "N_l = 0 of 4 blocks" in card and "backbone = base  # N_l = 0" in card
+    assert "N_l = 0 of 5 blocks" in card and "backbone = base  # N_l = 0" in card
     assert "`none`: no HFM" in card
     assert "PeftModel" not in card
 
@@ -159,9 +159,9 @@ def test_the_model_card_holds_the_key_facts(runs, tmp_path) -> None:
         "test_vit_reg",
         "Dinov2WithRegistersModel",
         trained.model.backbone.weights_id,
-        "N_l = 2 of 4 blocks, rank r = 16, alpha = 1",
+        "N_l = 2 of 5 blocks, rank r = 16, alpha = 1",
         "`full`: IFFA (paper) + STFA",
-        "negative, positive, surprise",
+        ", ".join(CLASSES),
         "casme2_3cls",
         "| datasets | toy |",
         "protocol `all`",

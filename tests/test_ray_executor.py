@@ -198,7 +198,7 @@ def test_train_executor_ray_runs_a_sweep_like_the_local_executor(
         assert _files(tmp_path / "ray" / "sweep" / variant) == _files(tmp_path / "local" / "sweep" / variant)
     keys = sorted(p.parent.name for p in (tmp_path / "ray").rglob("key.json"))
     if shared_disk:  # filled once per variant (two N_l, two keys) into the shared folder, by a Ray task
-        assert len(keys) == 2 and [k.split("_fb")[1][0] for k in keys] == ["2", "3"]  # 4 blocks: N_l 2 and 1
+        assert len(keys) == 2 and [k.split("_fb")[1][0] for k in keys] == ["3", "4"]  # 5 blocks: N_l 2 and 1
     else:  # filled by the driver in memory and shipped through the object store: nothing on disk
         assert keys == []
 
