@@ -7,6 +7,7 @@ that dies, report a fold that fails for good and stay resumable.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -101,6 +102,31 @@ def test_a_ray_run_writes_the_sequential_runs_files_byte_for_byte(local_ray, seq
     assert [name for name in ours if ours[name] != reference[name]] == []
     assert any("checkpoint" in name for name in ours)  # the checkpoints came back from the workers too
     assert status[0] == (0, 2, 0) and status[-1] == (3, 0, 0)  # 2 of 3 folds at once on 2 CPUs, then all done
+
+
+@pytest.mark.slow
+def test_a_ray_resume_trains_only_the_missing_fold(local_ray, sequential, tmp_path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(sequential, run)
+    missing = run / "folds" / "seed0" / "toy__02"
+    shutil.rmtree(missing)  # as if the driver had been stopped before this fold came back
+    kept = {
+        p: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_ino) for p in (run / "folds").rglob("*") if p.is_file()
+    }
+    started: list[tuple[int, int]] = []
+    trained: list[tuple[str, int]] = []
+    status: list[tuple[int, int, int]] = []
+    callbacks = RunCallbacks(
+        on_start=lambda n, done: started.append((n, done)),
+        on_fold_end=lambda f, s, skipped: trained.append((f, s)) if not skipped else None,
+        on_status=lambda *s: status.append(s),
+    )
+    run_experiment(tiny_experiment(), run, tiny_source(subjects=3), executor=_executor(), callbacks=callbacks)
+    assert started == [(3, 2)] and trained == [("toy/02", 0)]
+    assert status[0] == (2, 1, 0)  # one task submitted: the missing fold
+    # the finished folds were neither recomputed nor rewritten: same bytes, same file (inode, mtime)
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_ino) for p in kept} == kept
+    assert _files(run) == _files(sequential)  # and the missing fold is the one the sequential run wrote
 
 
 class _DieOnce:
