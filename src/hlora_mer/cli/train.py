@@ -275,10 +275,11 @@ def train(args: argparse.Namespace) -> int:
 
 def result_text(run_dir: Path, metrics: dict[str, Any]) -> str:
     """The run's scores as a table; for a run without test subjects, where its model is and how to use it."""
-    from hlora_mer.evaluation.report import compare_runs
+    from hlora_mer.evaluation.report import compare_runs, interval_text
 
     if metrics.get("table"):
-        return compare_runs([run_dir])
+        interval = interval_text(metrics)
+        return compare_runs([run_dir]) + (f"{interval}\n" if interval else "")
     found = sorted(run_dir.glob("folds/seed*/all/checkpoint"))
     where = ", ".join(map(str, found)) or "none saved (train.save_checkpoints=false)"
     model = run_dir if len(found) == 1 else (found[0] if found else "CHECKPOINT")
