@@ -221,19 +221,20 @@ def make_executor(args: argparse.Namespace) -> Any:
     from hlora_mer.training.ray_executor import RayExecutor, import_ray
 
     import_ray()
-    return RayExecutor(
+    executor = RayExecutor(
         args.address,
         cpus_per_fold=args.cpus_per_fold,
         gpus_per_fold=args.gpus_per_fold,
         max_retries=args.max_retries,
         shared_disk=not args.no_shared_disk,
     )
+    executor.start()  # an unreachable --address, or resources no node has, fail now: before any work
+    return executor
 
 
 def train(args: argparse.Namespace) -> int:
     from hlora_mer.config import apply_overrides, load_experiment, sweep_variants, to_yaml
     from hlora_mer.errors import ConfigError
-    from hlora_mer.evaluation.report import compare_runs, finalize_run
 
     cfg = load_experiment(args.config, args.overrides)
     variants = sweep_variants(cfg)
@@ -253,10 +254,20 @@ def train(args: argparse.Namespace) -> int:
             print(f"# variant {name}" if name else f"# {vcfg.name}")
             print(to_yaml(vcfg))
         return 0
-    executor = make_executor(args)
-    quiet = bool(getattr(args, "quiet", False))
     runs = {base / name if name else base: vcfg for name, vcfg in variants.items()}
     check_outputs(runs)  # an unwritable folder fails now, not after the preprocessing
+    executor = make_executor(args)
+    try:
+        return _train_runs(args, cfg, runs, executor)
+    finally:
+        if hasattr(executor, "close"):
+            executor.close()
+
+
+def _train_runs(args: argparse.Namespace, cfg: Any, runs: dict[Path, Any], executor: Any) -> int:
+    from hlora_mer.evaluation.report import compare_runs, finalize_run
+
+    quiet = bool(getattr(args, "quiet", False))
     # Locally, one variant after the other (its scores print as soon as it is done); on Ray, every fold of
     # every variant at once.
     batches = [list(runs.items())] if getattr(args, "executor", "local") == "ray" else [[item] for item in runs.items()]
