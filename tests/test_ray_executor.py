@@ -291,7 +291,7 @@ def test_sigterm_to_the_driver_is_an_interruption_and_stops_ray(synth_root, tmp_
 
     run = tmp_path / "run"
     argv = ["-q", "train", "-c", str(CONFIGS / "table3_casme2_5cls.yaml"), f"data.roots.casme2={synth_root}"]
-    argv += [*CLI_TINY, "train.steps=400", "-o", str(run), "--executor", "ray"]
+    argv += [*CLI_TINY, "train.steps=20000", "-o", str(run), "--executor", "ray"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     driver = subprocess.Popen(
         [sys.executable, "-m", "hlora_mer", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
