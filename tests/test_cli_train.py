@@ -50,6 +50,9 @@ def test_table3_config_with_tiny_backbone_produces_the_run_folder(synth_root, tm
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["complete"] and len(metrics["per_fold"]) == 3
+    # the console shows the interval report.md quotes, with the same numbers
+    interval = next(line for line in (run / "report.md").read_text().splitlines() if "bootstrap interval" in line)
+    assert "95% bootstrap interval over test subjects (20 resamples): ACC [" in interval and interval in out
     assert metrics["classes"] == ["happiness", "disgust", "repression", "surprise", "others"]
     assert (run / "folds" / "seed0" / "casme2__01" / "checkpoint" / "model.safetensors").is_file()
     assert (tmp_path / "cache").is_dir()  # the clip cache sits beside the run, shared by runs

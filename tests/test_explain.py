@@ -141,7 +141,7 @@ def test_cli_explain_a_sample_of_the_run(cache_run, tmp_path, capsys) -> None:
     printed = capsys.readouterr().out
     # the run has a checkpoint per fold: the one that tested the sample is used
     assert f"toy/02/c1: model {cache_run / 'folds' / 'seed0' / 'toy__02' / 'checkpoint'}" in printed
-    assert f"apex {APEX}" in printed and "(true: positive)" in printed
+    assert f"apex {APEX}" in printed and f"(true: {CLASSES[1]})" in printed
     for name in ("toy_02_c1_pca", "toy_02_c1_iffa"):
         assert_picture(out / f"{name}.png")
         assert f"wrote {out / name}.png" in printed

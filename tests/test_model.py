@@ -55,27 +55,27 @@ def test_backbone_runs_once_on_all_frames(tiny_cfg):
 
 
 def test_lora_only_on_q_and_v_of_the_last_blocks(tiny_cfg):
-    model = build_model(tiny_cfg)  # N_l = 2 of 4 blocks
+    model = build_model(tiny_cfg)  # N_l = 2 of 5 blocks: 3 frozen
     adapted = {n.split(".lora_")[0] for n, _ in model.named_parameters() if "lora_" in n}
-    assert adapted == {f"backbone.model.encoder.layer.{i}.attention.{p}" for i in (2, 3) for p in ("q_proj", "v_proj")}
+    assert adapted == {f"backbone.model.encoder.layer.{i}.attention.{p}" for i in (3, 4) for p in ("q_proj", "v_proj")}
     trainable = {n for n, p in model.backbone.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
     assert not any(".k_proj." in n or ".o_proj." in n for n in trainable)
 
 
-@pytest.mark.parametrize("n_l, expected_blocks", [(0, set()), (1, {3}), (4, {0, 1, 2, 3})])
+@pytest.mark.parametrize("n_l, expected_blocks", [(0, set()), (1, {4}), (2, {3, 4}), (5, {0, 1, 2, 3, 4})])
 def test_lora_depth(n_l, expected_blocks):
     model = build_model(tiny_model_config(lora={"last_n_blocks": n_l}))
     blocks = {int(n.split("layer.")[1].split(".")[0]) for n, _ in model.named_parameters() if "lora_" in n}
     assert blocks == expected_blocks
-    assert model.frozen_blocks == 4 - n_l
+    assert model.frozen_blocks == 5 - n_l
     if n_l == 0:
         assert not any(p.requires_grad for p in model.backbone.parameters())
 
 
 def test_lora_deeper_than_the_backbone_is_an_error():
     with pytest.raises(ValueError, match="exceeds the depth"):
-        build_model(tiny_model_config(lora={"last_n_blocks": 5}))
+        build_model(tiny_model_config(lora={"last_n_blocks": 6}))
 
 
 def test_fresh_lora_is_a_no_op():

@@ -7,6 +7,8 @@ that dies, report a fold that fails for good and stay resumable.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -33,6 +35,29 @@ def test_ray_only_flags_without_the_ray_executor_are_refused(capsys) -> None:
     argv = ["train", "-c", str(CONFIGS / "table3_casme2_5cls.yaml"), "--gpus-per-fold", "1"]
     assert main(argv) == 2
     assert "--gpus-per-fold only apply with --executor ray" in capsys.readouterr().err
+
+
+def _closed_port() -> int:
+    """A local TCP port nobody listens at."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ray_argv(run: Path, *extra: str) -> list[str]:
+    config = str(CONFIGS / "table3_casme2_5cls.yaml")
+    return ["-q", "train", "-c", config, f"data.roots.casme2={run.parent}", *CLI_TINY, "-o", str(run), *extra]
+
+
+def test_an_unreachable_address_is_one_message_and_creates_nothing(tmp_path, capfd) -> None:
+    pytest.importorskip("ray")
+    run = tmp_path / "run"
+    address = f"127.0.0.1:{_closed_port()}"
+    assert main(_ray_argv(run, "--executor", "ray", "--address", address)) == 2
+    err = capfd.readouterr().err
+    assert f"could not reach the Ray cluster at --address {address}" in err and "ray start --head" in err
+    assert err.count("\n") == 1 and "Traceback" not in err  # one line, not Ray's retries
+    assert not run.exists() and not (tmp_path / "cache").exists()
 
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'hlora-mer[ray]'); the Ray tests skip")
@@ -101,6 +126,50 @@ def test_a_ray_run_writes_the_sequential_runs_files_byte_for_byte(local_ray, seq
     assert [name for name in ours if ours[name] != reference[name]] == []
     assert any("checkpoint" in name for name in ours)  # the checkpoints came back from the workers too
     assert status[0] == (0, 2, 0) and status[-1] == (3, 0, 0)  # 2 of 3 folds at once on 2 CPUs, then all done
+
+
+@pytest.mark.slow
+def test_a_ray_resume_trains_only_the_missing_fold(local_ray, sequential, tmp_path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(sequential, run)
+    missing = run / "folds" / "seed0" / "toy__02"
+    shutil.rmtree(missing)  # as if the driver had been stopped before this fold came back
+    kept = {
+        p: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_ino) for p in (run / "folds").rglob("*") if p.is_file()
+    }
+    started: list[tuple[int, int]] = []
+    trained: list[tuple[str, int]] = []
+    status: list[tuple[int, int, int]] = []
+    callbacks = RunCallbacks(
+        on_start=lambda n, done: started.append((n, done)),
+        on_fold_end=lambda f, s, skipped: trained.append((f, s)) if not skipped else None,
+        on_status=lambda *s: status.append(s),
+    )
+    run_experiment(tiny_experiment(), run, tiny_source(subjects=3), executor=_executor(), callbacks=callbacks)
+    assert started == [(3, 2)] and trained == [("toy/02", 0)]
+    assert status[0] == (2, 1, 0)  # one task submitted: the missing fold
+    # the finished folds were neither recomputed nor rewritten: same bytes, same file (inode, mtime)
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_ino) for p in kept} == kept
+    assert _files(run) == _files(sequential)  # and the missing fold is the one the sequential run wrote
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--gpus-per-fold", "1"], "--gpus-per-fold 1 asks for 1 GPU per fold task, but no node of the local Ray"),
+        (["--cpus-per-fold", "64"], "--cpus-per-fold 64 asks for 64 CPU per fold task, but no node of the local Ray"),
+    ],
+)
+def test_resources_the_cluster_lacks_are_refused_before_any_work(local_ray, tmp_path, capfd, flags, expected) -> None:
+    if flags[0] == "--gpus-per-fold" and local_ray.cluster_resources().get("GPU", 0):
+        pytest.skip("this machine has a GPU")
+    run = tmp_path / "run"
+    assert main(_ray_argv(run, "--executor", "ray", *flags)) == 2
+    err = capfd.readouterr().err
+    assert expected in err and "the largest has " in err and "2 CPU and 0 GPU in all" in err
+    assert ("leave out --gpus-per-fold" if "gpus" in flags[0] else "use --cpus-per-fold 2 or less") in err
+    assert "Traceback" not in err
+    assert not run.exists() and not (tmp_path / "cache").exists()  # refused before any work
 
 
 class _DieOnce:
@@ -198,7 +267,7 @@ def test_train_executor_ray_runs_a_sweep_like_the_local_executor(
         assert _files(tmp_path / "ray" / "sweep" / variant) == _files(tmp_path / "local" / "sweep" / variant)
     keys = sorted(p.parent.name for p in (tmp_path / "ray").rglob("key.json"))
     if shared_disk:  # filled once per variant (two N_l, two keys) into the shared folder, by a Ray task
-        assert len(keys) == 2 and [k.split("_fb")[1][0] for k in keys] == ["2", "3"]  # 4 blocks: N_l 2 and 1
+        assert len(keys) == 2 and [k.split("_fb")[1][0] for k in keys] == ["3", "4"]  # 5 blocks: N_l 2 and 1
     else:  # filled by the driver in memory and shipped through the object store: nothing on disk
         assert keys == []
 
@@ -211,3 +280,36 @@ def test_no_shared_disk_without_the_feature_cache_is_one_message(local_ray, synt
     err = capsys.readouterr().err
     assert "--no-shared-disk sends the folds the frozen-prefix tokens" in err and "Traceback" not in err
     assert not list((tmp_path / "run").glob("folds/*/*/result.json"))  # nothing was trained
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_driver_is_an_interruption_and_stops_ray(synth_root, tmp_path) -> None:
+    psutil = pytest.importorskip("psutil")
+    import signal
+    import subprocess
+    import time
+
+    run = tmp_path / "run"
+    argv = ["-q", "train", "-c", str(CONFIGS / "table3_casme2_5cls.yaml"), f"data.roots.casme2={synth_root}"]
+    argv += [*CLI_TINY, "train.steps=20000", "-o", str(run), "--executor", "ray"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "hlora_mer", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "config.yaml").is_file() and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)  # the run folder is written once Ray is up and the data is ready
+        time.sleep(3)  # the fold tasks are running
+        assert driver.poll() is None, driver.communicate()
+        ray_processes = psutil.Process(driver.pid).children(recursive=True)
+        assert ray_processes  # the local Ray instance this driver started
+        driver.send_signal(signal.SIGTERM)
+        _, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 130, err
+    assert err.strip().endswith("interrupted") and "Traceback" not in err and "Stack trace" not in err
+    _, alive = psutil.wait_procs(ray_processes, timeout=30)
+    assert [p.name() for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []

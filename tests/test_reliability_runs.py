@@ -57,7 +57,7 @@ def test_resume_after_a_data_change_is_refused_and_leaves_the_run_untouched(tmp_
     sid = "toy/02/clip10"
     row = changed.index[changed["sample_id"] == sid][0]
     if change == "label":  # disgust -> happiness, as an edited coding file would give
-        changed.loc[row, ["label", "label_index"]] = ["surprise", 2]
+        changed.loc[row, ["label", "label_index"]] = [CLASSES[2], 2]
     elif change == "onset":
         changed.loc[row, "onset"] = 11
     else:  # the aligned clip was re-made from other pixels
@@ -67,7 +67,9 @@ def test_resume_after_a_data_change_is_refused_and_leaves_the_run_untouched(tmp_
         run_experiment(cfg, run, _with_table(source, changed, clips))
     message = str(err.value)
     assert sid in message and "1 sample(s) changed" in message and "start afresh" in message
-    assert {"label": "label positive -> surprise", "onset": "onset 10 -> 11", "clip": "clip "}[change] in message
+    assert {"label": f"label {CLASSES[1]} -> {CLASSES[2]}", "onset": "onset 10 -> 11", "clip": "clip "}[
+        change
+    ] in message
     assert _snapshot(run) == before  # config, run.json, folds.json, samples.csv, excluded.csv: byte-identical
 
 

@@ -125,9 +125,14 @@ def test_hde_reports_directions_and_average(tmp_path) -> None:
 
 
 def test_all_subjects_writes_only_a_checkpoint(tmp_path) -> None:
-    metrics = run_experiment(tiny_experiment(eval={"protocol": "all"}), tmp_path / "run", tiny_source(2))
+    cfg = tiny_experiment(description="tiny model, 3 classes, LOSO", eval={"protocol": "all"})
+    metrics = run_experiment(cfg, tmp_path / "run", tiny_source(2))
     assert metrics["table"] == [] and not (tmp_path / "run" / "predictions.csv").exists()
     assert (tmp_path / "run" / "folds" / "seed0" / "all" / "checkpoint" / "model.safetensors").is_file()
+    # the report names the protocol that ran, also where the config's description speaks of another
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "- protocol: **all** (trained on every subject: one model, no test subject, no scores)" in report
+    assert "this run's protocol is **all**" in report
 
 
 def test_leaky_column_is_separate_and_labelled(tmp_path) -> None:

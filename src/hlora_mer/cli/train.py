@@ -221,19 +221,20 @@ def make_executor(args: argparse.Namespace) -> Any:
     from hlora_mer.training.ray_executor import RayExecutor, import_ray
 
     import_ray()
-    return RayExecutor(
+    executor = RayExecutor(
         args.address,
         cpus_per_fold=args.cpus_per_fold,
         gpus_per_fold=args.gpus_per_fold,
         max_retries=args.max_retries,
         shared_disk=not args.no_shared_disk,
     )
+    executor.start()  # an unreachable --address, or resources no node has, fail now: before any work
+    return executor
 
 
 def train(args: argparse.Namespace) -> int:
     from hlora_mer.config import apply_overrides, load_experiment, sweep_variants, to_yaml
     from hlora_mer.errors import ConfigError
-    from hlora_mer.evaluation.report import compare_runs, finalize_run
 
     cfg = load_experiment(args.config, args.overrides)
     variants = sweep_variants(cfg)
@@ -253,10 +254,20 @@ def train(args: argparse.Namespace) -> int:
             print(f"# variant {name}" if name else f"# {vcfg.name}")
             print(to_yaml(vcfg))
         return 0
-    executor = make_executor(args)
-    quiet = bool(getattr(args, "quiet", False))
     runs = {base / name if name else base: vcfg for name, vcfg in variants.items()}
     check_outputs(runs)  # an unwritable folder fails now, not after the preprocessing
+    executor = make_executor(args)
+    try:
+        return _train_runs(args, cfg, runs, executor)
+    finally:
+        if hasattr(executor, "close"):
+            executor.close()
+
+
+def _train_runs(args: argparse.Namespace, cfg: Any, runs: dict[Path, Any], executor: Any) -> int:
+    from hlora_mer.evaluation.report import compare_runs, finalize_run
+
+    quiet = bool(getattr(args, "quiet", False))
     # Locally, one variant after the other (its scores print as soon as it is done); on Ray, every fold of
     # every variant at once.
     batches = [list(runs.items())] if getattr(args, "executor", "local") == "ray" else [[item] for item in runs.items()]
@@ -275,10 +286,11 @@ def train(args: argparse.Namespace) -> int:
 
 def result_text(run_dir: Path, metrics: dict[str, Any]) -> str:
     """The run's scores as a table; for a run without test subjects, where its model is and how to use it."""
-    from hlora_mer.evaluation.report import compare_runs
+    from hlora_mer.evaluation.report import compare_runs, interval_text
 
     if metrics.get("table"):
-        return compare_runs([run_dir])
+        interval = interval_text(metrics)
+        return compare_runs([run_dir]) + (f"{interval}\n" if interval else "")
     found = sorted(run_dir.glob("folds/seed*/all/checkpoint"))
     where = ", ".join(map(str, found)) or "none saved (train.save_checkpoints=false)"
     model = run_dir if len(found) == 1 else (found[0] if found else "CHECKPOINT")

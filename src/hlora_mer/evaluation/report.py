@@ -49,6 +49,12 @@ ABSENT_RULE = (
     "no true sample but some predictions counts F1 = 0 in UF1 and is left out of UAR"
 )
 _LABELS = {"acc": "ACC", "uf1": "UF1", "uar": "UAR", "war": "WAR"}
+PROTOCOL_WORDS = {
+    "loso": "leave one subject out: one fold per subject",
+    "composite": "leave one subject out over several datasets, with per-dataset scores",
+    "hde": "holdout database: train on one dataset, test on another",
+    "all": "trained on every subject: one model, no test subject, no scores",
+}
 
 
 def load_fold_predictions(run_dir: Path) -> tuple[pd.DataFrame, list[dict[str, Any]], int]:
@@ -238,10 +244,17 @@ def render_report(
     confusion = next((f for f in figures if f.name == CONFUSION), None)
     others = [f for f in figures if f is not confusion]
     lines = [f"# {cfg.name}", ""]
+    protocol = metrics["protocol"]
     if cfg.description:
         lines += [cfg.description, ""]
+        if "LOSO" in cfg.description and protocol not in ("loso", "composite"):
+            lines += [
+                f"(The description names LOSO; this run's protocol is **{protocol}**: eval.protocol was set.)",
+                "",
+            ]
     lines += [
-        f"- protocol: **{metrics['protocol']}**, label scheme `{cfg.data.label_scheme}` "
+        f"- protocol: **{protocol}** ({PROTOCOL_WORDS.get(protocol, protocol)}), "
+        f"label scheme `{cfg.data.label_scheme}` "
         f"({', '.join(metrics['classes'])}), datasets {', '.join(cfg.data.datasets)}",
         f"- budget: {cfg.train.optimizer}, lr {cfg.train.lr:g}, batch {cfg.train.batch_size}, "
         f"{cfg.train.steps} steps per fold, weights kept: **{cfg.train.select}**"
@@ -267,15 +280,9 @@ def render_report(
         _table_markdown([(cfg.name, metrics["table"], n_seeds)]),
         "",
     ]
-    if metrics.get("ci"):
-        ci = metrics["ci"]
-        conf = next(iter(ci.values()))["confidence"]
-        lines += [
-            f"{int(round(conf * 100))}% bootstrap interval over test subjects "
-            f"({metrics['ci_resamples']} resamples): "
-            + ", ".join(f"{_LABELS[k]} [{100 * v['low']:.2f}, {100 * v['high']:.2f}]" for k, v in ci.items()),
-            "",
-        ]
+    interval = interval_text(metrics)
+    if interval:
+        lines += [interval, ""]
     pooled = metrics["pooled"]
     lines += [
         "All pooled scores: "
@@ -332,6 +339,19 @@ def render_report(
         "",
     ]
     return "\n".join(lines + _figure_lines(others, run_dir))
+
+
+def interval_text(metrics: dict[str, Any]) -> str:
+    """The bootstrap confidence interval of a run's scores as one line ("" without one); ``report.md`` and the
+    console summary of ``hlora-mer train`` both show it."""
+    ci = metrics.get("ci")
+    if not ci:
+        return ""
+    conf = next(iter(ci.values()))["confidence"]
+    return (
+        f"{int(round(conf * 100))}% bootstrap interval over test subjects ({metrics['ci_resamples']} resamples): "
+        + ", ".join(f"{_LABELS[k]} [{100 * v['low']:.2f}, {100 * v['high']:.2f}]" for k, v in ci.items())
+    )
 
 
 def _confusion_figure(record: FigureRecord | None, run_dir: Path) -> list[str]:

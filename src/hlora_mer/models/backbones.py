@@ -92,11 +92,12 @@ BACKBONES: dict[str, BackboneSpec] = {
     **_meta("b", 768, 12, 12),
     **_meta("l", 1024, 24, 16),
     **_meta("g", 1536, 40, 24, swiglu=True),
-    # Tiny random-init models with the same block structure, for tests.
+    # Tiny random-init models with the same block structure, for tests. Five blocks, so that the default
+    # N_l = 2 blocks with LoRA and the 3 frozen blocks are different numbers.
     "test_vit": BackboneSpec(
         None,
         hidden_size=32,
-        num_layers=4,
+        num_layers=5,
         num_heads=2,
         mlp_ratio=2,
         image_size=224,
@@ -105,7 +106,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     "test_vit_reg": BackboneSpec(
         None,
         hidden_size=32,
-        num_layers=4,
+        num_layers=5,
         num_heads=2,
         registers=4,
         mlp_ratio=2,

@@ -270,10 +270,16 @@ def predict(
     )
 
 
+def compute_precision(device: torch.device, precision: str) -> str:
+    """The precision ``train.precision`` computes in on ``device``: bf16 / fp16 autocast on CUDA, else fp32."""
+    return precision if precision in ("bf16", "fp16") and device.type == "cuda" else "fp32"
+
+
 def _autocast(device: torch.device, precision: str) -> Any:
     """bf16 / fp16 autocast on CUDA; fp32 (no autocast) otherwise."""
-    if precision in ("bf16", "fp16") and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    compute = compute_precision(device, precision)
+    if compute != "fp32":
+        return torch.autocast("cuda", dtype=torch.bfloat16 if compute == "bf16" else torch.float16)
     return torch.autocast(device.type, enabled=False)
 
 

@@ -498,13 +498,15 @@ def prepare_cached_source(
     if not prefix_is_frozen(model):
         logger.info("frozen-prefix feature cache: off (model.backbone.finetune=full trains every block)")
         return None
+    from hlora_mer.training.engine import compute_precision
+
     key = cache_key(
         model,
         image_size=cfg.model.image_size,
         num_frames=cfg.model.num_frames,
         preprocess_id=source_identity(source),
         dtype=cfg.train.feature_cache_dtype,
-        compute=cfg.train.precision if device.type == "cuda" else "fp32",
+        compute=compute_precision(device, cfg.train.precision),
     )
     cache = FeatureCache(key, None if in_memory else default_root(cfg, source), clip_versions(source))
     ids = [str(s) for s in (sample_ids if sample_ids is not None else source.table["sample_id"])]

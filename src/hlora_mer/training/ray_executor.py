@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +81,11 @@ def _fold_task(
     return compute_fold(cfg, source, job, samples=samples, model_factory=model_factory)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM as Ctrl-C: the run stops its tasks, stops the Ray it started and says "interrupted"."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _error_text(err: BaseException) -> str:
     """One line for a fold's failure: the fold's own exception where there is one."""
     cause = getattr(err, "cause", None)
@@ -119,16 +127,91 @@ class RayExecutor:
             raise UserError(f"--max-retries must be >= 0; got {max_retries}")
         self.address, self.num_cpus, self.shared_disk = address, num_cpus, shared_disk
         self.cpus_per_fold, self.gpus_per_fold, self.max_retries = cpus_per_fold, gpus_per_fold, max_retries
+        self._owns_ray = False  # start() joined or started Ray for this executor: run() stops it at the end
+        self._previous_sigterm: Any = None  # the SIGTERM handler before Ray was started, put back when it stops
 
     # -- connection ----------------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Join or start Ray and check that it can run a fold task, before any work.
+
+        Raises:
+            UserError: ``address`` cannot be reached, or no node has the CPUs and GPUs a fold asks for; what
+                was asked, what the cluster has and what to do.
+        """
+        ray = import_ray()
+        self._owns_ray = self._connect(ray) or self._owns_ray
+        try:
+            self._check_resources(ray)
+        except UserError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the Ray instance :meth:`start` joined or started (nothing otherwise)."""
+        if self._owns_ray:
+            self._shutdown(import_ray())
+            self._owns_ray = False
+
+    def _shutdown(self, ray: Any) -> None:
+        ray.shutdown()
+        if self._previous_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+
+    def _check_reachable(self) -> None:
+        """Fail at once on an ``address`` nobody listens at (Ray itself retries for minutes, logging each try)."""
+        if self.address is None or self.address == "auto":
+            return
+        host, _, port = self.address.removeprefix("ray://").rpartition(":")
+        if not host or not port.isdigit():
+            host, port = self.address.removeprefix("ray://"), "10001" if self.address.startswith("ray://") else "6379"
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as err:
+            raise UserError(
+                f"could not reach the Ray cluster at --address {self.address} ({host}:{port}: "
+                f"{err.strerror or err}). Check the address ('ray status' on the head node prints it), start a "
+                "cluster with 'ray start --head' (docs/scale-out.md), or leave out --address to run a local Ray "
+                "instance"
+            ) from None
+
+    def _check_resources(self, ray: Any) -> None:
+        """A fold task runs on one node: some node must have ``cpus_per_fold`` CPUs and ``gpus_per_fold`` GPUs."""
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", True)]
+        total = ray.cluster_resources()
+        where = f"the Ray cluster at {self.address}" if self.address else "the local Ray instance"
+        has = f"{total.get('CPU', 0.0):g} CPU and {total.get('GPU', 0.0):g} GPU in all"
+        for flag, kind, asked in (
+            ("--cpus-per-fold", "CPU", self.cpus_per_fold),
+            ("--gpus-per-fold", "GPU", self.gpus_per_fold),
+        ):
+            if asked <= 0:
+                continue
+            largest = max((n.get(kind, 0.0) for n in nodes), default=0.0)
+            if asked > largest:
+                if kind == "GPU" and largest == 0:
+                    fix = (
+                        "leave out --gpus-per-fold to train the folds on the CPUs, or join a cluster with GPUs "
+                        "with --address"
+                    )
+                else:
+                    fix = f"use {flag} {largest:g} or less, or join a larger cluster with --address"
+                raise UserError(
+                    f"{flag} {asked:g} asks for {asked:g} {kind} per fold task, but no node of {where} has that "
+                    f"many: the largest has {largest:g} {kind} ({has}). Ray would wait for them forever; {fix}"
+                )
+
     def _connect(self, ray: Any) -> bool:
         """Join or start Ray; True when this call started it (and so stops it afterwards)."""
+        self._check_reachable()
         if ray.is_initialized():
             return False
         options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
         if self.address is None:
             options["num_cpus"] = self.num_cpus
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM) if main_thread else None
         try:
             ray.init(address=self.address, **options)
         except ConnectionError as err:
@@ -136,6 +219,11 @@ class RayExecutor:
                 f"could not join the Ray cluster at --address {self.address} ({err}). Start one with "
                 "'ray start --head' (docs/scale-out.md), or leave out --address to run a local Ray instance"
             ) from None
+        if main_thread:
+            self._previous_sigterm = previous
+            # ray.init makes SIGTERM exit the driver at once (sys.exit), which can end in a native abort while
+            # Ray's threads run; treat it as Ctrl-C instead, so that the tasks are cancelled and Ray stopped.
+            signal.signal(signal.SIGTERM, _interrupt)
         return True
 
     def _capacity(self, ray: Any) -> int:
@@ -191,10 +279,12 @@ class RayExecutor:
         if done == total:
             return []
         ray = import_ray()
-        started = self._connect(ray)
+        started = self._connect(ray) or self._owns_ray
+        self._owns_ray = False
         failures: list[FoldFailure] = []
         in_flight: dict[Any, tuple[PreparedRun, FoldRun]] = {}
         try:
+            self._check_resources(ray)
             capacity = self._capacity(ray)
             logger.info(
                 "Ray: %d fold runs on %s, %g CPU and %g GPU each (%d at once)",
@@ -225,7 +315,8 @@ class RayExecutor:
 
             status()
             while in_flight:
-                ready, _ = ray.wait(list(in_flight), num_returns=1)
+                # a timeout, so that a signal (Ctrl-C, SIGTERM) is handled within a second
+                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
                 for ref in ready:
                     run, job = in_flight.pop(ref)
                     try:
@@ -246,5 +337,5 @@ class RayExecutor:
             raise
         finally:
             if started:
-                ray.shutdown()
+                self._shutdown(ray)
         return failures
