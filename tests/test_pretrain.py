@@ -1,12 +1,14 @@
 """Self-supervised motion-reconstruction pretraining and the packaged synthme_vit backbone."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from hlora_mer.errors import BackboneNotFoundError
 from hlora_mer.models import backbones
-from hlora_mer.models.backbones import BACKBONES, BackboneSpec, build_backbone, tensor_fingerprint
+from hlora_mer.models.backbones import BACKBONES, build_backbone, tensor_fingerprint
 from hlora_mer.pretrain import PretrainConfig, motion_targets, pretrain_backbone, save_backbone_weights
 
 
@@ -68,16 +70,9 @@ def test_pretraining_rejects_clips_that_are_not_uint8_frames():
 
 
 def _spec_with_file(monkeypatch, tmp_path, name="tiny_pkg"):
-    spec = BackboneSpec(
-        None,
-        hidden_size=32,
-        num_layers=4,
-        num_heads=2,
-        registers=4,
-        mlp_ratio=2,
-        image_size=224,
-        weights_file="weights/tiny_pkg.safetensors",
-        about="a tiny packaged model",
+    # the architecture of test_vit_reg (the model saved below), with a packaged weights file
+    spec = dataclasses.replace(
+        BACKBONES["test_vit_reg"], weights_file="weights/tiny_pkg.safetensors", about="a tiny packaged model"
     )
     monkeypatch.setitem(BACKBONES, name, spec)
     path = tmp_path / "tiny_pkg.safetensors"
