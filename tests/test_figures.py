@@ -262,3 +262,14 @@ def test_failure_cases_carry_the_annotated_apex_when_it_was_not_sampled(cache_ru
     case = figures.failure_cases(preds, samples, run_info, limit=1)[0]
     assert case.annotated_apex == missing and case.apex_frame != missing
     assert case.apex_frame == numbers[figures.nearest_index(numbers, missing)]
+
+
+def test_the_loss_figure_of_a_single_fold_run_speaks_of_no_mean() -> None:
+    one = [{"fold": "all", "seed": 0, "losses": [1.6, 1.2, 0.9]}]
+    three = one + [{"fold": f, "seed": 0, "losses": [1.5, 1.1]} for f in ("b", "c")]
+    legends = {
+        len(results): [t.get_text() for t in figures.losses_figure(results).axes[0].get_legend().get_texts()]
+        for results in (one, three)
+    }
+    assert legends[1] == ["the run's one fold run"]
+    assert legends[3] == ["mean over 3 fold runs", "one fold run"]

@@ -190,8 +190,8 @@ def plot_per_subject(preds: pd.DataFrame, classes: Sequence[str], stem: Path, ti
 # training losses
 
 
-def plot_losses(results: Sequence[dict[str, Any]], stem: Path, title: str = "") -> list[Path]:
-    """Every step's training loss: one light line per fold run, and their mean."""
+def losses_figure(results: Sequence[dict[str, Any]], title: str = "") -> Figure:
+    """Every step's training loss: one light line per fold run, and their mean (a single run: its line)."""
     curves = [np.asarray(r["losses"], dtype=np.float64) for r in results if r.get("losses")]
     if not curves:
         raise FigureUnavailable("result.json holds no per-step losses (a run of an older version)")
@@ -202,12 +202,15 @@ def plot_losses(results: Sequence[dict[str, Any]], stem: Path, title: str = "") 
     steps = np.arange(1, longest + 1)
     fig = new_figure(5.5, 3.4)
     ax = fig.subplots()
-    for c in curves:
-        ax.plot(np.arange(1, len(c) + 1), c, color="tab:blue", alpha=0.25, linewidth=0.8)
-    with np.errstate(all="ignore"):
-        mean = np.nanmean(padded, axis=0)
-    ax.plot(steps, mean, color="k", linewidth=1.8, label=f"mean over {len(curves)} fold runs")
-    ax.plot([], [], color="tab:blue", alpha=0.4, linewidth=0.8, label="one fold run")
+    if len(curves) == 1:  # one fold run (e.g. all subjects): its own line, no mean to speak of
+        ax.plot(steps, curves[0], color="k", linewidth=1.2, label="the run's one fold run")
+    else:
+        for c in curves:
+            ax.plot(np.arange(1, len(c) + 1), c, color="tab:blue", alpha=0.25, linewidth=0.8)
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(padded, axis=0)
+        ax.plot(steps, mean, color="k", linewidth=1.8, label=f"mean over {len(curves)} fold runs")
+        ax.plot([], [], color="tab:blue", alpha=0.4, linewidth=0.8, label="one fold run")
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -215,7 +218,12 @@ def plot_losses(results: Sequence[dict[str, Any]], stem: Path, title: str = "") 
     ax.set_ylabel("training loss")
     ax.legend(fontsize=8)
     ax.set_title(title or "training loss per fold", fontsize=10)
-    return save_figure(fig, stem)
+    return fig
+
+
+def plot_losses(results: Sequence[dict[str, Any]], stem: Path, title: str = "") -> list[Path]:
+    """The training losses (:func:`losses_figure`) written as ``stem.png`` and ``stem.pdf``."""
+    return save_figure(losses_figure(results, title), stem)
 
 
 # --------------------------------------------------------------------------------------------------
