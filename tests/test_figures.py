@@ -273,3 +273,23 @@ def test_the_loss_figure_of_a_single_fold_run_speaks_of_no_mean() -> None:
     }
     assert legends[1] == ["the run's one fold run"]
     assert legends[3] == ["mean over 3 fold runs", "one fold run"]
+
+
+# --------------------------------------------------------------------------------------------------
+# the copies in docs/figures
+
+
+def test_the_figures_in_docs_are_full_colour_pngs_the_readme_shows_whole() -> None:
+    from PIL import Image
+
+    root = Path(__file__).resolve().parents[1]
+    pngs = sorted((root / "docs" / "figures").glob("*.png"))
+    assert pngs
+    for png in pngs:
+        with Image.open(png) as image:
+            assert image.mode in ("RGB", "RGBA"), f"{png.name} is {image.mode} (palette-reduced?)"
+        assert png.stat().st_size < 700_000, png.name
+    shown = re.findall(r"\]\((docs/figures/[^)]+\.png)\)", (root / "README.md").read_text(encoding="utf-8"))
+    assert {"docs/figures/demo_failures.png", "docs/figures/demo_fig4_pca.png"} <= set(shown)
+    for path in shown:
+        assert (root / path).is_file(), path
