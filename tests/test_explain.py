@@ -194,3 +194,128 @@ def test_cli_explain_a_sample_not_in_the_run_names_some_that_are(cache_run, tmp_
         assert err.startswith(f"error: toy/7/x is not a sample of this run ({cache_run}, 6 samples)")
         assert "samples are e.g. toy/01/c0, toy/01/c1, toy/01/c2, toy/02/c0, toy/02/c1 (samples.csv" in err
         assert "checkpoint" not in err.split("samples are")[0].replace(str(cache_run), "")
+
+
+# --------------------------------------------------------------------------------------------------
+# Fig. 4: one scale, a colour bar, the difference and the size of the change
+
+
+def test_both_backbones_share_one_pca_and_one_scale() -> None:
+    rng = np.random.default_rng(1)
+    untuned = rng.normal(size=(2, 3, 3, 1)) * rng.normal(size=6) + 0.01 * rng.normal(size=(2, 3, 3, 6))
+    tuned = 3.0 * untuned  # the same pattern, three times as strong
+    u, t = ex.shared_component(untuned, tuned)
+    # separately scaled, both would be the same picture; on one scale the tuned one spans more
+    np.testing.assert_allclose(ex.first_component(untuned), ex.first_component(tuned), atol=1e-9)
+    assert min(u.min(), t.min()) == 0.0 and max(u.max(), t.max()) == 1.0
+    assert np.ptp(t) == pytest.approx(3 * np.ptp(u), rel=1e-3)
+    assert ex.relative_change(tuned, untuned) == pytest.approx(2.0)
+
+
+def test_fig4_has_one_colour_bar_for_both_rows_and_the_difference_row(clip) -> None:
+    trained = trained_of()
+    pixels = ex.clip_tensor(trained, clip)[0]
+    tuned = ex.backbone_tokens(trained.model.backbone, pixels)
+    plain, note = ex.untuned_tokens(trained, pixels)
+    change = ex.TuningChange(ex.relative_change(tuned.cls, plain.cls), ex.relative_change(tuned.patches, plain.patches))
+    assert change.cls > 1e-3 and change.patches > 1e-3 and change.cls != change.patches
+    u, t = ex.shared_component(plain.patches, tuned.patches)
+    fig = ex.pca_figure(clip, t, u, apex_index=2, frame_numbers=None, labels=(note, "tuned"), title="c", change=change)
+    rows = {name: [ax for ax in fig.axes if ax.get_label() == f"pca:{name}"] for name in ("untuned", "tuned")}
+    rows["difference"] = [ax for ax in fig.axes if ax.get_label() == "pca:difference"]
+    assert [len(r) for r in rows.values()] == [8, 8, 8]
+    untuned_images = [ax.get_images()[0] for ax in rows["untuned"]]
+    tuned_images = [ax.get_images()[0] for ax in rows["tuned"]]
+    diff_images = [ax.get_images()[0] for ax in rows["difference"]]
+    assert {im.get_clim() for im in untuned_images + tuned_images} == {(0.0, 1.0)}
+    assert len([ax for ax in fig.axes if ax.get_label() == "<colorbar>"]) == 2
+    bars = [im.colorbar for ax in fig.axes for im in ax.get_images() if im.colorbar is not None]
+    assert len(bars) == 2
+    (shared,) = [b for b in bars if b.mappable in tuned_images + untuned_images]
+    assert shared.mappable.get_clim() == (0.0, 1.0)
+    assert {im.get_cmap().name for im in untuned_images + tuned_images} == {shared.cmap.name}
+    assert [b.mappable in diff_images for b in bars].count(True) == 1
+    for c, (ui, ti, di) in enumerate(zip(untuned_images, tuned_images, diff_images, strict=True)):
+        np.testing.assert_allclose(ui.get_array(), u[c])
+        np.testing.assert_allclose(ti.get_array(), t[c])
+        np.testing.assert_allclose(di.get_array(), t[c] - u[c])
+    assert np.abs(t - u).max() > 0
+    low, high = diff_images[0].get_clim()
+    assert low == -high == pytest.approx(-np.abs(t - u).max())
+    suptitle = fig.get_suptitle()
+    assert f"CLS token by {100 * change.cls:.0f} %" in suptitle
+    assert f"patch tokens by {100 * change.patches:.0f} %" in suptitle
+
+
+def test_explain_clip_reports_how_much_the_lora_changes_the_tokens(clip, tmp_path) -> None:
+    trained = trained_of()
+    result = ex.explain_clip(trained, clip, tmp_path, apex_index=2, name="c")
+    pixels = ex.clip_tensor(trained, clip)[0]
+    tuned = ex.backbone_tokens(trained.model.backbone, pixels)
+    with ex.adapters_disabled(trained.model.backbone):
+        plain = ex.backbone_tokens(trained.model.backbone, pixels)
+    assert result.change is not None
+    assert result.change.cls == pytest.approx(ex.relative_change(tuned.cls, plain.cls))
+    assert result.change.patches == pytest.approx(ex.relative_change(tuned.patches, plain.patches))
+
+
+# --------------------------------------------------------------------------------------------------
+# Fig. 5: neighbours, non-neighbours and how far from uniform
+
+
+def test_attention_spread_is_one_for_uniform_rows_and_zero_for_one_hot_rows() -> None:
+    neighbours = np.array([[False, True, True, True], [True, False, True, True]])
+    attention = np.array([[0.0, 1 / 3, 1 / 3, 1 / 3], [1.0, 0.0, 0.0, 0.0]])
+    entropy, deviation = ex.attention_spread(attention, neighbours)
+    np.testing.assert_allclose(entropy, [1.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(deviation, [0.0, 2 / 3], atol=1e-12)
+
+
+@pytest.mark.parametrize("iffa", ["paper", "official"])
+def test_fig5_hatches_the_non_neighbours_and_gives_each_rows_spread(iffa, clip) -> None:
+    trained = trained_of(fusion={"variant": "full", "iffa": iffa, "num_neighbors": 3})
+    x = ex.clip_tensor(trained, clip)
+    _, attention, neighbours, shown = ex._attention_with_neighbours(trained.model, x)
+    assert attention is not None and neighbours is not None
+    if iffa == "paper":
+        assert (neighbours.sum(axis=1) == 3).all() and not neighbours.diagonal().any()
+        assert "k = 3 nearest frames" in shown
+    else:
+        idx = np.arange(8)
+        np.testing.assert_array_equal(neighbours, np.abs(idx[:, None] - idx[None, :]) <= 1)
+        assert "adjacent frames" in shown
+    assert not attention[~neighbours].any()
+    np.testing.assert_allclose(attention.sum(axis=1), 1.0, atol=1e-5)
+    fig = ex.attention_figure(
+        clip, attention, apex_index=2, frame_numbers=None, title="c", neighbours=neighbours, shown=shown
+    )
+    (ax,) = [a for a in fig.axes if a.get_label() == "attention"]
+    (image,) = ax.get_images()
+    np.testing.assert_array_equal(np.ma.getmaskarray(image.get_array()), ~neighbours)
+    hatched = {(round(p.get_y() + 0.5), round(p.get_x() + 0.5)) for p in ax.patches if p.get_hatch()}
+    assert hatched == set(zip(*np.nonzero(~neighbours), strict=True))
+    entropy, deviation = ex.attention_spread(attention, neighbours)
+    spread = [t.get_text() for t in ax.texts if t.get_gid() == "spread"]
+    assert spread == [f"{h:.3f}      {d:.3f}" for h, d in zip(entropy, deviation, strict=True)]
+    assert "hatched: not a neighbour" in fig.get_suptitle()
+
+
+def test_figs_4_and_5_say_when_the_marked_frame_is_only_nearest_the_apex(clip, tmp_path) -> None:
+    numbers = [3, 5, 8, 10, 13, 15, 18, 20]
+    maps = np.random.default_rng(0).random((8, 2, 2))
+    nearest = "nearest sampled frame to the apex (frame 10; apex: frame 9)"
+    for apex_frame, marked in ((10, "apex (frame 10)"), (9, nearest)):
+        pca = ex.pca_figure(
+            clip, maps, maps, apex_index=3, frame_numbers=numbers, labels=("u", "t"), title="c", apex_frame=apex_frame
+        )
+        attention = ex.attention_figure(
+            clip, np.full((8, 8), 1 / 8), apex_index=3, frame_numbers=numbers, title="c", apex_frame=apex_frame
+        )
+        for fig in (pca, attention):
+            assert f"red: {marked}" in fig.get_suptitle()
+            heads = {ax.get_title() for ax in fig.axes}
+            short = "apex" if apex_frame == 10 else "nearest to apex"
+            assert any(h.endswith(f"10\n{short}") for h in heads)
+    trained = trained_of()
+    result = ex.explain_clip(trained, clip, tmp_path, apex_index=3, frame_numbers=numbers, apex_frame=9)
+    assert result.marked == nearest

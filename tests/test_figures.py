@@ -157,7 +157,7 @@ def test_a_run_from_memory_has_no_clip_figures_but_the_rest(tmp_path) -> None:
     for stem in ("confusion", "per_subject", "loss"):
         assert_picture(run / f"{stem}.png")
     report = (run / "report.md").read_text()
-    assert "failure cases (Fig. 6): misclassified clips, onset and apex frames**: figure missing" in report
+    assert "misclassified clips, onset and apex frames and their difference**: figure missing" in report
     assert "no data.cache_dir" in report
 
 
@@ -198,3 +198,98 @@ def test_runs_with_one_nl_get_no_sweep_figure(nl_sweep, tmp_path, capsys) -> Non
     assert main(["report", str(sweep)]) == 0
     assert "N_l" not in capsys.readouterr().out
     assert not (sweep / "nl_sweep.png").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Fig. 6: the difference image and the apex label
+
+
+def failure_case(apex_frame: int, annotated_apex: int | None, apex_known: bool = True) -> figures.FailureCase:
+    """Onset and apex alike but for a 4 x 4 square 6 grey levels brighter at the apex (a small motion)."""
+    rng = np.random.default_rng(3)
+    onset = rng.integers(60, 190, (28, 28, 3), dtype=np.uint8)
+    apex = onset.copy()
+    apex[5:9, 11:15] += 6
+    return figures.FailureCase(
+        "toy/01/c2", "surprise", "negative", 0.7, onset, apex, 4, apex_frame, apex_known, annotated_apex
+    )
+
+
+def labelled_axes(fig, label: str) -> list:
+    return [ax for ax in fig.axes if ax.get_label() == label]
+
+
+def test_fig6_shows_apex_minus_onset_amplified_with_its_scale() -> None:
+    cases = [failure_case(10, 10), failure_case(12, 9)]
+    fig = figures.failures_figure(cases, "misclassified")
+    panels = labelled_axes(fig, "difference")
+    assert len(panels) == len(cases)
+    for ax, case in zip(panels, cases, strict=True):
+        (image,) = ax.get_images()
+        diff = np.asarray(image.get_array())
+        expected = case.apex.astype(float).mean(axis=-1) - case.onset.astype(float).mean(axis=-1)
+        np.testing.assert_allclose(diff, expected)
+        assert diff[5:9, 11:15].min() == 6.0 and not diff[:5].any()
+        low, high = image.get_clim()
+        assert low == -high and 1.0 <= high <= 6.0  # amplified: 6 grey levels reach (or pass) full colour
+        assert image.colorbar is not None and "grey levels" in image.colorbar.ax.get_ylabel()
+        assert f"amplified x{255 / high:.0f}" in ax.get_title()
+
+
+def test_the_apex_label_says_when_only_the_nearest_frame_was_sampled() -> None:
+    assert figures.apex_label(10, 10) == "apex (frame 10)"
+    assert figures.apex_label(10, 9) == "nearest sampled frame to the apex (frame 10; apex: frame 9)"
+    assert figures.apex_label(10, None) == "nearest sampled frame to the apex (frame 10)"
+    fig = figures.failures_figure([failure_case(10, 10), failure_case(12, 9), failure_case(7, None, False)])
+    titles = [" ".join(ax.get_title().split()) for ax in fig.axes]
+    assert "apex (frame 10)" in titles
+    assert "nearest sampled frame to the apex (frame 12; apex: frame 9)" in titles
+    assert "middle (frame 7, no apex)" in titles
+    assert not any(t.startswith("apex (frame 12") for t in titles)
+
+
+def test_failure_cases_carry_the_annotated_apex_when_it_was_not_sampled(cache_run) -> None:
+    from hlora_mer.run_folder import parse_samples
+
+    preds = pd.read_csv(cache_run / "predictions.csv", dtype={"sample_id": str, "subject": str})
+    run_info = json.loads((cache_run / "run.json").read_text())
+    samples = parse_samples((cache_run / "samples.csv").read_text())
+    case = figures.failure_cases(preds, samples, run_info, limit=1)[0]
+    cache = figures.run_cache(run_info)
+    numbers = list(cache.clips[case.sample_id]["frame_numbers"])
+    missing = next(n for n in range(1, 11) if n not in numbers)  # 8 of 10 frames are sampled
+    samples.loc[case.sample_id, "apex"] = str(missing)
+    case = figures.failure_cases(preds, samples, run_info, limit=1)[0]
+    assert case.annotated_apex == missing and case.apex_frame != missing
+    assert case.apex_frame == numbers[figures.nearest_index(numbers, missing)]
+
+
+def test_the_loss_figure_of_a_single_fold_run_speaks_of_no_mean() -> None:
+    one = [{"fold": "all", "seed": 0, "losses": [1.6, 1.2, 0.9]}]
+    three = one + [{"fold": f, "seed": 0, "losses": [1.5, 1.1]} for f in ("b", "c")]
+    legends = {
+        len(results): [t.get_text() for t in figures.losses_figure(results).axes[0].get_legend().get_texts()]
+        for results in (one, three)
+    }
+    assert legends[1] == ["the run's one fold run"]
+    assert legends[3] == ["mean over 3 fold runs", "one fold run"]
+
+
+# --------------------------------------------------------------------------------------------------
+# the copies in docs/figures
+
+
+def test_the_figures_in_docs_are_full_colour_pngs_the_readme_shows_whole() -> None:
+    from PIL import Image
+
+    root = Path(__file__).resolve().parents[1]
+    pngs = sorted((root / "docs" / "figures").glob("*.png"))
+    assert pngs
+    for png in pngs:
+        with Image.open(png) as image:
+            assert image.mode in ("RGB", "RGBA"), f"{png.name} is {image.mode} (palette-reduced?)"
+        assert png.stat().st_size < 700_000, png.name
+    shown = re.findall(r"\]\((docs/figures/[^)]+\.png)\)", (root / "README.md").read_text(encoding="utf-8"))
+    assert {"docs/figures/demo_failures.png", "docs/figures/demo_fig4_pca.png"} <= set(shown)
+    for path in shown:
+        assert (root / path).is_file(), path

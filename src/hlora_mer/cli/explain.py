@@ -149,6 +149,7 @@ def explain(args: argparse.Namespace) -> int:
             clip,
             args.output,
             apex_index=nearest_index(numbers, apex),
+            apex_frame=apex,
             name=name,
             frame_numbers=numbers,
             true_label=label,

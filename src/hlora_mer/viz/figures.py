@@ -190,8 +190,8 @@ def plot_per_subject(preds: pd.DataFrame, classes: Sequence[str], stem: Path, ti
 # training losses
 
 
-def plot_losses(results: Sequence[dict[str, Any]], stem: Path, title: str = "") -> list[Path]:
-    """Every step's training loss: one light line per fold run, and their mean."""
+def losses_figure(results: Sequence[dict[str, Any]], title: str = "") -> Figure:
+    """Every step's training loss: one light line per fold run, and their mean (a single run: its line)."""
     curves = [np.asarray(r["losses"], dtype=np.float64) for r in results if r.get("losses")]
     if not curves:
         raise FigureUnavailable("result.json holds no per-step losses (a run of an older version)")
@@ -202,12 +202,15 @@ def plot_losses(results: Sequence[dict[str, Any]], stem: Path, title: str = "") 
     steps = np.arange(1, longest + 1)
     fig = new_figure(5.5, 3.4)
     ax = fig.subplots()
-    for c in curves:
-        ax.plot(np.arange(1, len(c) + 1), c, color="tab:blue", alpha=0.25, linewidth=0.8)
-    with np.errstate(all="ignore"):
-        mean = np.nanmean(padded, axis=0)
-    ax.plot(steps, mean, color="k", linewidth=1.8, label=f"mean over {len(curves)} fold runs")
-    ax.plot([], [], color="tab:blue", alpha=0.4, linewidth=0.8, label="one fold run")
+    if len(curves) == 1:  # one fold run (e.g. all subjects): its own line, no mean to speak of
+        ax.plot(steps, curves[0], color="k", linewidth=1.2, label="the run's one fold run")
+    else:
+        for c in curves:
+            ax.plot(np.arange(1, len(c) + 1), c, color="tab:blue", alpha=0.25, linewidth=0.8)
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(padded, axis=0)
+        ax.plot(steps, mean, color="k", linewidth=1.8, label=f"mean over {len(curves)} fold runs")
+        ax.plot([], [], color="tab:blue", alpha=0.4, linewidth=0.8, label="one fold run")
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -215,7 +218,12 @@ def plot_losses(results: Sequence[dict[str, Any]], stem: Path, title: str = "") 
     ax.set_ylabel("training loss")
     ax.legend(fontsize=8)
     ax.set_title(title or "training loss per fold", fontsize=10)
-    return save_figure(fig, stem)
+    return fig
+
+
+def plot_losses(results: Sequence[dict[str, Any]], stem: Path, title: str = "") -> list[Path]:
+    """The training losses (:func:`losses_figure`) written as ``stem.png`` and ``stem.pdf``."""
+    return save_figure(losses_figure(results, title), stem)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -233,6 +241,18 @@ class FailureCase:
     onset_frame: int
     apex_frame: int
     apex_known: bool
+    annotated_apex: int | None = None  # the apex frame number of samples.csv (None when it has none)
+
+
+def apex_label(sampled: int, apex: int | None) -> str:
+    """What the frame marked as the apex is: the apex itself, or only the sampled frame nearest to it.
+
+    ``sampled`` is the frame number of that sampled frame, ``apex`` the annotated apex (None when unknown).
+    """
+    if apex is not None and int(apex) == int(sampled):
+        return f"apex (frame {sampled})"
+    label = f"nearest sampled frame to the apex (frame {sampled}"
+    return label + (f"; apex: frame {apex})" if apex is not None else ")")
 
 
 def nearest_index(frame_numbers: Sequence[int], frame: int | None) -> int | None:
@@ -248,6 +268,13 @@ def _frame_number(value: Any) -> int | None:
         return int(float(value))
     except (TypeError, ValueError):
         return None
+
+
+def sample_apex(sample_id: str, samples: pd.DataFrame | None) -> int | None:
+    """The apex frame number of a sample in ``samples.csv`` (None when the sample or its apex is missing)."""
+    if samples is None or sample_id not in samples.index:
+        return None
+    return _frame_number(samples.loc[sample_id, "apex"])
 
 
 def run_cache(run_info: dict[str, Any]) -> Any:
@@ -289,7 +316,7 @@ def failure_cases(
             logger.info("failure cases: %s left out: %s", sid, err)
             continue
         numbers = list(cache.clips[sid].get("frame_numbers") or range(len(clip)))
-        apex = _frame_number(samples.loc[sid, "apex"]) if samples is not None and sid in samples.index else None
+        apex = sample_apex(sid, samples)
         idx = nearest_index(numbers, apex)
         apex_idx = idx if idx is not None else len(clip) // 2
         cases.append(
@@ -303,6 +330,7 @@ def failure_cases(
                 int(numbers[0]),
                 int(numbers[apex_idx]),
                 idx is not None,
+                apex,
             )
         )
     if not cases:
@@ -310,30 +338,65 @@ def failure_cases(
     return cases
 
 
-def plot_failures(cases: Sequence[FailureCase], stem: Path, title: str = "") -> list[Path]:
-    """Fig. 6: per misclassified clip, its onset and apex frames with the true and the predicted class."""
+def frame_difference(onset: np.ndarray, apex: np.ndarray) -> tuple[np.ndarray, float]:
+    """Apex minus onset in grey levels (mean over RGB, -255..255) and the level shown at full colour.
+
+    The limit is the 99.5th percentile of the absolute difference (at least 1 grey level), so a motion of
+    a few grey levels fills the colour scale; the few larger values saturate.
+    """
+    diff = apex.astype(np.float64).mean(axis=-1) - onset.astype(np.float64).mean(axis=-1)
+    limit = float(max(1.0, np.ceil(np.percentile(np.abs(diff), 99.5))))
+    return diff, limit
+
+
+def failures_figure(cases: Sequence[FailureCase], title: str = "") -> Figure:
+    """Fig. 6: per misclassified clip, its onset and apex frames and their difference, amplified."""
     if not cases:
         raise FigureUnavailable("no failure case to show")
-    fig = new_figure(4.4, 2.5 * len(cases) + 0.4)
-    subfigs = fig.subfigures(len(cases), 1, squeeze=False)[:, 0]
-    for sub, case in zip(subfigs, cases, strict=True):
+    # two clips side by side; each image near its pixel size (an aligned frame is 112-224 px wide)
+    rows, cols = (len(cases) + 1) // 2, min(2, len(cases))
+    fig = new_figure(3.9 * cols, 1.9 * rows + 0.4)
+    subfigs = fig.subfigures(rows, cols, squeeze=False).ravel()
+    for sub, case in zip(subfigs, cases, strict=False):
         p = "" if np.isnan(case.probability) else f" (p={case.probability:.2f})"
-        sub.suptitle(f"{case.sample_id}\ntrue {case.label} / predicted {case.prediction}{p}", fontsize=8)
-        axes = sub.subplots(1, 2)
-        apex_title = (
-            f"apex (frame {case.apex_frame})" if case.apex_known else f"middle (frame {case.apex_frame}, no apex)"
-        )
+        sub.suptitle(f"{case.sample_id}\ntrue {case.label} / predicted {case.prediction}{p}", fontsize=7)
+        axes = sub.subplots(1, 3)
+        if case.apex_known:
+            apex_title = "\n".join(wrap_words(apex_label(case.apex_frame, case.annotated_apex), 22))
+        else:
+            apex_title = f"middle (frame {case.apex_frame},\nno apex)"
         for ax, image, label in (
             (axes[0], case.onset, f"onset (frame {case.onset_frame})"),
             (axes[1], case.apex, apex_title),
         ):
             ax.imshow(image)
-            ax.set_title(label, fontsize=8)
+            ax.set_title(label, fontsize=6)
+        diff, limit = frame_difference(case.onset, case.apex)
+        im = axes[2].imshow(diff, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        axes[2].set_label("difference")
+        gain = 255.0 / limit
+        axes[2].set_title(f"{'apex' if case.apex_known else 'middle'} - onset\n(amplified x{gain:.0f})", fontsize=6)
+        bar = sub.colorbar(im, ax=axes[2], shrink=0.7)
+        bar.set_label("grey levels", fontsize=6)
+        bar.ax.tick_params(labelsize=6)
+        for ax in axes:
             ax.set_xticks([])
             ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=10)
-    return save_figure(fig, stem)
+    return fig
+
+
+def plot_failures(cases: Sequence[FailureCase], stem: Path, title: str = "") -> list[Path]:
+    """Fig. 6 (:func:`failures_figure`) written as ``stem.png`` and ``stem.pdf``."""
+    return save_figure(failures_figure(cases, title), stem)
+
+
+def wrap_words(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` characters (one line when it has no spaces)."""
+    import textwrap
+
+    return textwrap.wrap(text, width) or [text]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -481,7 +544,13 @@ def run_figures(
         cases = failure_cases(preds, samples, run_info)
         return plot_failures(cases, run_dir / FAILURES, "misclassified test clips (first seed)")
 
-    records.append(draw(FAILURES, "failure cases (Fig. 6): misclassified clips, onset and apex frames", failures))
+    records.append(
+        draw(
+            FAILURES,
+            "failure cases (Fig. 6): misclassified clips, onset and apex frames and their difference",
+            failures,
+        )
+    )
     from hlora_mer.viz.explain import run_explanations
 
     try:
