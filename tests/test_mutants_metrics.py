@@ -12,6 +12,7 @@ from hlora_mer.evaluation.metrics import (
     fold_averaged,
     scores,
     scores_from_confusion,
+    summary,
 )
 
 
@@ -99,3 +100,24 @@ def test_the_report_interval_uses_rng_seed_0() -> None:
     default = bootstrap_ci(y, p, groups, 3, resamples=50)
     assert default == bootstrap_ci(y, p, groups, 3, resamples=50, rng_seed=0)
     assert default != bootstrap_ci(y, p, groups, 3, resamples=50, rng_seed=1)
+
+
+def test_summary_per_class_numbers_follow_the_class_order() -> None:
+    # Classes not in alphabetical order; "sad" is never true and never predicted, "calm" only predicted.
+    classes = ["tense", "calm", "sad", "happy"]
+    y = np.array([0, 0, 0, 3, 3])
+    p = np.array([0, 1, 3, 3, 3])
+    out = summary(y, p, classes)
+    assert out["n"] == 5
+    assert out["confusion"] == [[1, 1, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 2]]
+    assert out["per_class"] == {
+        "tense": {"f1": 0.5, "recall": pytest.approx(1 / 3), "support": 3, "predicted": 1},
+        "calm": {"f1": 0.0, "recall": None, "support": 0, "predicted": 1},
+        "sad": {"f1": None, "recall": None, "support": 0, "predicted": 0},
+        "happy": {"f1": 0.8, "recall": 1.0, "support": 2, "predicted": 3},
+    }
+    assert out["excluded_from_uf1"] == ["sad"]
+    assert out["excluded_from_uar"] == ["calm", "sad"]
+    assert out["uf1"] == pytest.approx((0.5 + 0.0 + 0.8) / 3)
+    assert out["uar"] == pytest.approx((1 / 3 + 1.0) / 2)
+    assert out["acc"] == out["war"] == pytest.approx(3 / 5)

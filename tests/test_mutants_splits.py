@@ -112,3 +112,9 @@ def test_loso_on_two_subjects() -> None:
         ("toy/01", 0, 3, 3),
         ("toy/02", 1, 3, 3),
     ]
+
+
+def test_fold_to_dict_is_what_folds_json_holds() -> None:
+    fold = Fold("casme2->samm", 3, ("a", "b"), ("c",))
+    assert fold.to_dict() == {"name": "casme2->samm", "index": 3, "train_ids": ["a", "b"], "test_ids": ["c"]}
+    assert fold.key == "casme2-to-samm"
