@@ -98,3 +98,14 @@ def test_the_run_builds_the_key_from_its_config() -> None:
         compute="fp32",
     )
     assert (key["image_size"], key["num_frames"]) == (28, 6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="train.precision reaches the key only on CUDA")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_on_cuda_the_key_holds_the_autocast_precision(precision: str) -> None:
+    source = tiny_source(subjects=1)
+    cfg = tiny_experiment(train={"precision": precision, "device": "cuda"})
+    seed_everything(0)
+    prepared = fc.prepare_cached_source(cfg, source, build_model(cfg.model), torch.device("cuda"))
+    assert prepared is not None
+    assert prepared[0].cache.key["compute"] == precision
