@@ -121,3 +121,10 @@ def test_summary_per_class_numbers_follow_the_class_order() -> None:
     assert out["uf1"] == pytest.approx((0.5 + 0.0 + 0.8) / 3)
     assert out["uar"] == pytest.approx((1 / 3 + 1.0) / 2)
     assert out["acc"] == out["war"] == pytest.approx(3 / 5)
+
+
+def test_bad_predictions_are_refused_with_the_range_and_the_lengths() -> None:
+    with pytest.raises(ValueError, match=r"y_pred holds a class index outside 0\.\.3$"):
+        summary(np.array([0, 1]), np.array([0, 4]), ["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match="y_true and y_pred differ in length: 3 vs 2"):
+        scores([0, 1, 2], [0, 1], 3)

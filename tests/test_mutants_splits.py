@@ -118,3 +118,11 @@ def test_fold_to_dict_is_what_folds_json_holds() -> None:
     fold = Fold("casme2->samm", 3, ("a", "b"), ("c",))
     assert fold.to_dict() == {"name": "casme2->samm", "index": 3, "train_ids": ["a", "b"], "test_ids": ["c"]}
     assert fold.key == "casme2-to-samm"
+
+
+def test_a_table_without_the_columns_or_with_repeated_ids_is_refused_by_name() -> None:
+    table = tiny_table(2)
+    with pytest.raises(ValueError, match=r"the sample table lacks column\(s\) \['dataset'\]"):
+        loso_folds(table.drop(columns="dataset"))
+    with pytest.raises(DatasetError, match="sample_id 'toy/01/clip00' appears more than once"):
+        loso_folds(pd.concat([table, table.iloc[:1]]))
