@@ -20,7 +20,7 @@ from train_fixtures import tiny_clips, tiny_experiment, tiny_source
 @pytest.fixture(scope="module")
 def model():
     seed_everything(0)
-    # 4 blocks, LoRA on the last 1: 3 frozen blocks, a number that differs from the LoRA count.
+    # 5 blocks, LoRA on the last 1: 4 frozen blocks, a number that differs from the LoRA count.
     return build_model(tiny_model_config(lora={"last_n_blocks": 1}))
 
 
@@ -30,8 +30,8 @@ def test_the_key_holds_every_setting_the_tokens_depend_on(model) -> None:
         "format": fc.FORMAT_VERSION,
         "backbone": model.backbone.name,
         "weights_id": model.backbone.weights_id,
-        "depth": 4,
-        "frozen_blocks": 3,
+        "depth": 5,
+        "frozen_blocks": 4,
         "cls_only": False,
         "image_size": 42,
         "num_frames": 6,

@@ -84,14 +84,15 @@ def test_a_changed_setting_refuses_the_resume(tmp_path, cfg, table, change, show
 def test_changed_samples_are_named(tmp_path, cfg, table) -> None:
     run_dir, folds, _ = _run(tmp_path, cfg, table)
     records = _records(table)
-    records.loc[0, "label"] = "surprise"
+    other = next(label for label in table["label"] if label != table["label"][0])  # a real change of label
+    records.loc[0, "label"] = other
     records.loc[1, "apex"] = 6
     with pytest.raises(ConfigError) as err:
         rf.check_resume(run_dir, cfg, folds, rf.samples_text(records))
     text = str(err.value)
     assert "its 1 finished fold run(s) were trained on other data" in text
     first, second = records["sample_id"][:2]
-    assert f"2 sample(s) changed: {first} (label {table['label'][0]} -> surprise), {second} (apex 5 -> 6)" in text
+    assert f"2 sample(s) changed: {first} (label {table['label'][0]} -> {other}), {second} (apex 5 -> 6)" in text
 
 
 def test_describe_changes_counts_beyond_the_limit(table) -> None:
