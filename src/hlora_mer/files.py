@@ -39,13 +39,8 @@ def _temp_beside(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
     return fd, Path(tmp)
 
 
-def _fsync_dir(path: str | Path) -> None:
-    """Flush a folder's entries (names created, renamed or removed in it) to disk.
-
-    Windows cannot open a folder for this; there it does nothing.
-    """
-    if os.name == "nt":
-        return
+def _fsync_path(path: str | Path) -> None:
+    """Flush one file or folder to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -53,18 +48,22 @@ def _fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def _fsync_dir(path: str | Path) -> None:
+    """Flush a folder's entries (names created, renamed or removed in it) to disk.
+
+    Windows cannot open a folder for this; there it does nothing.
+    """
+    if os.name != "nt":
+        _fsync_path(path)
+
+
 def _fsync_tree(root: Path) -> None:
     """Flush every file and folder under ``root`` (and ``root`` itself) to disk."""
     for folder, _, names in os.walk(root):
         for name in names:
             path = os.path.join(folder, name)
-            if os.path.islink(path):
-                continue
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if not os.path.islink(path):
+                _fsync_path(path)
         _fsync_dir(folder)
 
 
