@@ -170,3 +170,11 @@ def test_an_all_subjects_run_says_where_its_model_is(synth_root, tmp_path, capsy
     out = capsys.readouterr().out
     assert "no test scores" in out and str(run / "folds" / "seed0" / "all" / "checkpoint") in out
     assert f"hlora-mer predict VIDEO_OR_FRAME_FOLDER... --model {run}" in out
+
+
+def test_each_log_record_of_a_run_is_shown_once(synth_root, tmp_path, capsys) -> None:
+    # the package's handler shows each record; nothing may print it a second time (e.g. through the root logger)
+    argv = ["train", "-c", str(CONFIGS / "all_subjects_casme2_5cls.yaml"), f"data.roots.casme2={synth_root}"]
+    assert main([*argv, *TINY, "-o", str(tmp_path / "run")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "165 train" in line or "train, 0 val" in line]
+    assert len(lines) == 1, lines

@@ -170,19 +170,14 @@ def prepare_variant(cfg: Any, run_dir: Path, quiet: bool) -> Any:
 
 def execute(runs: list[Any], executor: Any, quiet: bool, label: str) -> None:
     """Run the pending folds of prepared runs with progress bars; raise FoldsFailed when some failed for good."""
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     from hlora_mer.training.runner import FoldsFailed, RunCallbacks
 
     bars = _Bars(quiet, label)
-    try:
-        with logging_redirect_tqdm():
-            failures = executor.run(
-                runs,
-                callbacks=RunCallbacks(
-                    bars.on_start, bars.on_fold_start, bars.on_step, bars.on_fold_end, bars.on_status
-                ),
-            )
+    try:  # log lines already go above the bars: cli.main redirects the package's handler through tqdm
+        failures = executor.run(
+            runs,
+            callbacks=RunCallbacks(bars.on_start, bars.on_fold_start, bars.on_step, bars.on_fold_end, bars.on_status),
+        )
     finally:
         bars.close()
     if failures:
