@@ -1,0 +1,45 @@
+"""Mutation-testing companions for data/action_units.py: slash codes in other cases and with two slashes,
+tables without an owners' class column, and the agreement under the documented subset rule."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from hlora_mer.data.action_units import active_numbers, au_table, objective_agreement, parse_action_units
+
+
+def test_modifier_alternatives_read_in_any_case() -> None:
+    expected = parse_action_units("A/L12").aus
+    assert expected is not None and {str(au) for au in expected} == {"A12?"}
+    assert parse_action_units("a/L12").aus == expected
+    assert parse_action_units("A/l12").aus == expected
+
+
+def test_two_slashes_keep_the_first_au_and_report_the_rest() -> None:
+    parsed = parse_action_units("12/14/15+4")
+    assert not parsed.ok and parsed.unparsed == ("14/15",)
+    assert active_numbers(parsed.aus) == {4, 12}
+
+
+def test_a_table_without_owners_classes_reads_the_first_alternative() -> None:
+    table = pd.DataFrame({"sample_id": ["s2", "s1"], "action_units": ["R12 or R14", "4+7"]})
+    au = au_table(table)
+    assert au.index.name == "sample_id" and list(au.index) == ["s2", "s1"]
+    assert au.to_dict("index") == {
+        "s2": {"AU4": 0, "AU7": 0, "AU12": 1, "AU14": 0},
+        "s1": {"AU4": 1, "AU7": 1, "AU12": 0, "AU14": 0},
+    }
+
+
+def test_agreement_follows_the_subset_rule_when_asked() -> None:
+    # 1+2+5 is no listed combination (exact: VII); its largest listed subsets, 1+2 and 5, are both class II.
+    table = pd.DataFrame({"sample_id": ["a", "b"], "action_units": ["1+2+5", "12"], "objective_class": [2, "I"]})
+    exact = objective_agreement(table)
+    assert (exact.compared, exact.agreed) == (2, 1)
+    assert exact.disagreements.to_dict("records") == [
+        {"sample_id": "a", "action_units": "1+2+5", "owner": "II", "from_aus": "VII"}
+    ]
+    subset = objective_agreement(table, exact=False)
+    assert (subset.compared, subset.agreed, subset.rate) == (2, 2, 1.0)
+    assert list(subset.disagreements.columns) == ["sample_id", "action_units", "owner", "from_aus"]
+    assert subset.disagreements.empty
