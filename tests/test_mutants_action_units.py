@@ -4,8 +4,16 @@ tables without an owners' class column, and the agreement under the documented s
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
-from hlora_mer.data.action_units import active_numbers, au_table, objective_agreement, parse_action_units
+from hlora_mer.data.action_units import (
+    active_numbers,
+    au_table,
+    normalize_objective_class,
+    objective_agreement,
+    objective_class_from_aus,
+    parse_action_units,
+)
 
 
 def test_modifier_alternatives_read_in_any_case() -> None:
@@ -43,3 +51,25 @@ def test_agreement_follows_the_subset_rule_when_asked() -> None:
     assert (subset.compared, subset.agreed, subset.rate) == (2, 2, 1.0)
     assert list(subset.disagreements.columns) == ["sample_id", "action_units", "owner", "from_aus"]
     assert subset.disagreements.empty
+
+
+@pytest.mark.parametrize(
+    "numbers, expected",
+    [
+        ([1, 2], "II"),  # a listed combination is contained in itself
+        ([5, 25], "II"),  # a tie between two combinations of one class
+        ([1, 6, 7, 12], "I"),  # a smaller combination of another class after the largest does not tie
+        ([6, 12, 15], "VII"),  # 6+12 (I) and 6+15 (V): a tie between classes
+        ([3, 44], "VII"),  # nothing listed is contained
+    ],
+)
+def test_subset_rule(numbers: list[int], expected: str) -> None:
+    assert objective_class_from_aus(numbers, exact=False) == expected
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(1, "I"), ("1", "I"), (7.0, "VII"), (8, "8"), (0, "0"), ("iii", "III"), ("n/a", "n/a"), (None, None)],
+)
+def test_owners_class_normalization(value: object, expected: str | None) -> None:
+    assert normalize_objective_class(value) == expected
