@@ -73,3 +73,18 @@ def test_subset_rule(numbers: list[int], expected: str) -> None:
 )
 def test_owners_class_normalization(value: object, expected: str | None) -> None:
     assert normalize_objective_class(value) == expected
+
+
+def test_parsing_goes_on_after_an_empty_term_a_descriptor_and_an_unreadable_alternative() -> None:
+    empty = parse_action_units("4++7")
+    assert empty.unparsed == ("(empty term)",) and active_numbers(empty.aus) == {4, 7}
+    assert active_numbers(parse_action_units("soft focus+12").aus) == {12}
+    unreadable = parse_action_units("(xx or R12)+4")
+    assert unreadable.unparsed == ("xx",) and active_numbers(unreadable.aus) == {4, 12}
+
+
+def test_or_in_capitals_and_an_unknown_cell_keep_their_code() -> None:
+    assert parse_action_units("12 OR 14").aus == parse_action_units("12 or 14").aus
+    assert active_numbers(parse_action_units("12 OR 14").aus) == {12}
+    unknown = parse_action_units(" ? ")
+    assert unknown.code == "?" and unknown.aus is None
