@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from hlora_mer.data.action_units import (
+    AU,
     active_numbers,
     au_table,
     normalize_objective_class,
@@ -88,3 +89,17 @@ def test_or_in_capitals_and_an_unknown_cell_keep_their_code() -> None:
     assert active_numbers(parse_action_units("12 OR 14").aus) == {12}
     unknown = parse_action_units(" ? ")
     assert unknown.code == "?" and unknown.aus is None
+
+
+@pytest.mark.parametrize(
+    "au, text",
+    [
+        (AU(6), "6"),
+        (AU(12, side="R", intensity="A"), "R12A"),
+        (AU(14, modifier="A", k=True), "A14(k)"),
+        (AU(5, ref=True, uncertain=True), "ref(5)?"),
+        (AU(7, uncertain=True, alternative=True), "or 7?"),
+    ],
+)
+def test_an_au_prints_as_the_owners_write_it(au: AU, text: str) -> None:
+    assert str(au) == text
