@@ -119,3 +119,74 @@ def test_the_hashes_follow_ids_and_records(table) -> None:
     assert len(rf.ids_hash(fold)) == len(rf.data_hash(samples, fold)) == 16
     changed = rf.parse_samples(rf.samples_text(_records(table).assign(offset=10)))
     assert rf.data_hash(changed, fold) != rf.data_hash(samples, fold)
+
+
+def test_the_fold_folder_is_the_documented_layout(tmp_path, table) -> None:
+    fold = loso_folds(table)[1]
+    assert rf.fold_dir(tmp_path, 3, fold) == tmp_path / "folds" / "seed3" / fold.key
+
+
+def test_another_data_root_resumes_but_another_version_does_not(tmp_path, table) -> None:
+    cfg = tiny_experiment(train={"steps": 3}, eval={"seeds": [0]}, data={"roots": {"toy": "/data/a"}})
+    run_dir, folds, csv = _run(tmp_path, cfg, table)
+    moved = tiny_experiment(train={"steps": 3}, eval={"seeds": [0]}, data={"roots": {"toy": "/data/b"}})
+    assert rf.check_resume(run_dir, moved, folds, csv)[0].endswith("1 fold run(s) finished")
+    other = tiny_experiment(train={"steps": 3}, eval={"seeds": [0]}, data={"versions": {"toy": "v2"}})
+    with pytest.raises(ConfigError, match="other settings \\(data.versions: "):
+        rf.check_resume(run_dir, other, folds, csv)
+
+
+def test_samples_csv_keeps_ids_as_text_and_leaves_absent_columns_empty(table) -> None:
+    records = table.assign(sample_id=[f"{i:04d}" for i in range(len(table))], onset="03")  # no apex, offset, clip
+    text = rf.samples_text(records)
+    assert text.splitlines()[0] == ",".join(rf.SAMPLE_COLUMNS)
+    samples = rf.parse_samples(text)
+    assert list(samples.index) == list(records["sample_id"])
+    assert samples.loc["0002", ["onset", "apex", "clip"]].tolist() == ["03", "", ""]
+
+
+def test_empty_cells_compare_equal_and_a_filled_one_is_named(tmp_path, cfg, table) -> None:
+    records = table.assign(onset=3)  # apex, offset and clip empty
+    run_dir, folds, _ = _run(tmp_path, cfg, table)
+    csv = rf.samples_text(records)
+    (run_dir / rf.SAMPLES_FILE).write_text(csv, encoding="utf-8")
+    for fold in folds[:1]:  # the finished fold's hashes for these records
+        result = {"ids_hash": rf.ids_hash(fold), "data_hash": rf.data_hash(rf.parse_samples(csv), fold)}
+        (rf.fold_dir(run_dir, 0, fold) / rf.RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
+    assert rf.check_resume(run_dir, cfg, folds, csv)[0].endswith("1 fold run(s) finished")
+    filled = records.assign(clip=["fp"] + [""] * (len(records) - 1))
+    with pytest.raises(ConfigError, match=f"1 sample\\(s\\) changed: {records['sample_id'][0]} \\(clip - -> fp\\)"):
+        rf.check_resume(run_dir, cfg, folds, rf.samples_text(filled))
+
+
+def test_describe_changes_names_added_samples_and_counts_only_beyond_the_limit(table) -> None:
+    new = rf.parse_samples(rf.samples_text(_records(table)))
+    old = rf.parse_samples(rf.samples_text(_records(table).iloc[2:]))
+    ids = list(table["sample_id"])
+    assert rf.describe_changes(old, new) == [f"2 sample(s) added: {ids[0]}, {ids[1]}"]
+    for n, more in ((5, ""), (6, " and 1 more")):  # the default limit is 5 names
+        changed = rf.parse_samples(rf.samples_text(_records(table).assign(onset=4).iloc[:n]))
+        line = rf.describe_changes(changed, new)[0]
+        assert line.startswith(f"{n} sample(s) changed: ") and line.endswith(f"{ids[4]} (onset 4 -> 3){more}")
+
+
+def test_a_file_as_run_folder_and_a_missing_samples_csv_are_refused(tmp_path, cfg, table) -> None:
+    path = tmp_path / "file"
+    path.write_text("x", encoding="utf-8")
+    with pytest.raises(ConfigError, match="is a file; choose another folder with --output"):
+        rf.check_resume(path, cfg, loso_folds(table), "")
+    run_dir, folds, csv = _run(tmp_path, cfg, table)
+    (run_dir / rf.SAMPLES_FILE).unlink()
+    with pytest.raises(ConfigError, match=f"has finished folds but no {rf.SAMPLES_FILE}.*or delete"):
+        rf.check_resume(run_dir, cfg, folds, csv)
+
+
+def test_a_fold_with_the_same_samples_split_otherwise_refuses_the_resume(tmp_path, cfg, table) -> None:
+    run_dir, folds, csv = _run(tmp_path, cfg, table)
+    first = folds[0]  # the last training id becomes a test id: the same samples in the same order
+    moved = rf.Fold(first.name, first.index, first.train_ids[:-1], (first.train_ids[-1], *first.test_ids))
+    samples = rf.parse_samples(csv)
+    assert rf.data_hash(samples, moved) == rf.data_hash(samples, first)
+    with pytest.raises(ConfigError) as err:
+        rf.check_resume(run_dir, cfg, [moved, *folds[1:]], csv)
+    assert str(err.value).startswith(f"{rf.fold_dir(run_dir, 0, first)} was trained on other samples than fold")
