@@ -43,9 +43,9 @@ from _machine import machine_info
 from train_step import FRAMES, bench_setup, timed_step
 
 from hlora_mer.config import apply_overrides
-from hlora_mer.demo import demo_config
 from hlora_mer.files import atomic_write_text
-from hlora_mer.synth import ANNOTATION_FILE, ClipSpec, SynthConfig, generate, write_annotation
+from hlora_mer.synthme.demo import demo_config
+from hlora_mer.synthme.generate import ANNOTATION_FILE, ClipSpec, SynthConfig, generate, write_annotation
 from hlora_mer.training.data import build_source
 from hlora_mer.training.engine import build_optimizer, resolve_device
 from hlora_mer.training.feature_cache import FeatureCache, prepare_cached_source

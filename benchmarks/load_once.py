@@ -5,7 +5,7 @@ local checkpoint (so every load reads the weights from disk, as a real checkpoin
 in-memory dataset (``--subjects`` subjects x ``--per-subject`` clips of 8 random frames at ``--size`` px)
 then runs through ``run_experiment`` twice with the same config: with ``build_model(cfg.model)`` as the
 model factory (the backbone loaded for every fold and once more for the feature cache) and with the
-default factory (``models.backbone_pool``: loaded once, a deep copy per fold). Reported for each: backbone
+default factory (``models.pool``: loaded once, a deep copy per fold). Reported for each: backbone
 loads, seconds spent loading, wall time, and whether the two runs' predictions are byte-identical.
 
 Then one ``build_backbone`` load of a bigger architecture (``--big-backbone``, default ViT-L/14, random
@@ -34,7 +34,7 @@ from _machine import machine_info
 
 from hlora_mer.config import ExperimentConfig, from_dict
 from hlora_mer.files import atomic_write_text
-from hlora_mer.models import backbone_pool, backbones, mer_model
+from hlora_mer.models import backbones, mer_model, pool
 from hlora_mer.models.mer_model import build_model
 from hlora_mer.training.data import TensorSource
 from hlora_mer.training.engine import resolve_device
@@ -98,7 +98,7 @@ def _config(folder: Path, args: argparse.Namespace, features: Path) -> Experimen
 
 def _run(cfg: ExperimentConfig, source: TensorSource, run_dir: Path, factory: Callable[..., Any]) -> dict[str, Any]:
     backbones._FILE_DIGESTS.clear()  # each run hashes the local weights once, as a fresh process would
-    backbone_pool.default_pool.clear()
+    pool.default_pool.clear()
     with _LoadMeter() as meter:
         start = time.perf_counter()
         run_experiment(cfg, run_dir, source, model_factory=factory)

@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from _machine import machine_info
 
-from hlora_mer.demo import demo_config, ensure_synthme
 from hlora_mer.evaluation.report import finalize_run
-from hlora_mer.synth import SynthConfig
+from hlora_mer.synthme.demo import demo_config, ensure_synthme
+from hlora_mer.synthme.generate import SynthConfig
 from hlora_mer.training.data import build_source
 from hlora_mer.training.ray_executor import RayExecutor
 from hlora_mer.training.runner import SequentialExecutor, prepare_run

@@ -27,11 +27,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from hlora_mer.data import load_dataset
+from hlora_mer.data.annotations.labels import apply_label_scheme, get_scheme
 from hlora_mer.data.frames import read_frame
-from hlora_mer.data.labels import apply_label_scheme, get_scheme
-from hlora_mer.demo import ensure_synthme
 from hlora_mer.evaluation.metrics import scores
-from hlora_mer.synth import SynthConfig
+from hlora_mer.synthme.demo import ensure_synthme
+from hlora_mer.synthme.generate import SynthConfig
 
 
 def _grey(path: str, size: int) -> np.ndarray:

@@ -47,8 +47,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="passed on to every run")
     args = parser.parse_args()
 
-    from hlora_mer.demo import ensure_synthme
-    from hlora_mer.synth import SynthConfig
+    from hlora_mer.synthme.demo import ensure_synthme
+    from hlora_mer.synthme.generate import SynthConfig
 
     root = ensure_synthme(args.workdir, SynthConfig())  # the demo's defaults
     record: dict = {

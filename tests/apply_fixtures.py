@@ -82,7 +82,7 @@ def tune_lora(checkpoint: Path, seed: int = 1, scale: float = 2.0) -> None:
 
 def train_apply_run(run: Path) -> Path:
     """Train the shared model into ``run`` and return the run folder."""
-    from hlora_mer.inference import resolve_checkpoint
+    from hlora_mer.inference.load import resolve_checkpoint
     from hlora_mer.training.runner import run_experiment
 
     run_experiment(apply_experiment(), run, apply_source())

@@ -44,7 +44,7 @@ def annotations_dir() -> Path:
 def synth_root(tmp_path_factory) -> Path:
     """A tiny SynthME tree in the CASME II format: 3 subjects x 5 classes, 32 px frames."""
     pytest.importorskip("skimage")  # SynthME draws its faces from scikit-image's sample image
-    from hlora_mer.synth import SynthConfig, generate
+    from hlora_mer.synthme.generate import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("synth")
     generate(root, SynthConfig(subjects=3, clips_per_class=1, frame_size=32, min_frames=8, max_frames=10))

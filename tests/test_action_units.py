@@ -9,7 +9,7 @@ import pytest
 from data_fixtures import CASME2_FILES, CASME2_OBJECTIVE, CASME3_FILE, SAMM_FILE, place, write_frames
 from hlora_mer.cli import main
 from hlora_mer.data import apply_label_scheme, check_dataset, get_scheme, load_dataset, summarize
-from hlora_mer.data.action_units import (
+from hlora_mer.data.annotations.action_units import (
     AU,
     RULE_DESCRIPTOR,
     RULE_K_SUFFIX,
@@ -325,7 +325,7 @@ def _published_sets():
 
 
 def test_objective_class_table_is_the_published_table():
-    from hlora_mer.data.action_units import OBJECTIVE_CLASSES
+    from hlora_mer.data.annotations.action_units import OBJECTIVE_CLASSES
 
     assert {name: set(combos) for name, combos in OBJECTIVE_CLASSES.items()} == _published_sets()
     assert sum(len(combos) for combos in OBJECTIVE_CLASSES.values()) == 36  # no combination listed twice
@@ -345,7 +345,7 @@ def test_every_published_combination_gets_its_class(name, combo):
 
 
 def test_question_mark_after_an_au_marks_it_uncertain():
-    from hlora_mer.data.action_units import RULE_QUESTION_SUFFIX
+    from hlora_mer.data.annotations.action_units import RULE_QUESTION_SUFFIX
 
     parsed = parse_action_units("13?")
     assert parsed.ok and parsed.aus == {AU(13, uncertain=True)} and _rules("13?") == [RULE_QUESTION_SUFFIX.name]
@@ -355,7 +355,7 @@ def test_question_mark_after_an_au_marks_it_uncertain():
 
 
 def test_or_cell_one_hot_has_one_reading_and_keeps_the_uncertain_flag():
-    from hlora_mer.data.action_units import RULE_OR_OWNER, au_report, au_uncertain_table
+    from hlora_mer.data.annotations.action_units import RULE_OR_OWNER, au_report, au_uncertain_table
 
     table = _table(
         [
@@ -397,7 +397,7 @@ def test_or_alternatives_are_kept_but_only_the_reading_is_active():
 
 
 def test_real_samm_or_rows_in_the_one_hot_table(tmp_path):
-    from hlora_mer.data.action_units import au_uncertain_table
+    from hlora_mer.data.annotations.action_units import au_uncertain_table
 
     samm = _real(tmp_path, "samm", SAMM_FILE)
     onehot, flags = au_table(samm), au_uncertain_table(samm)
@@ -410,7 +410,7 @@ def test_real_samm_or_rows_in_the_one_hot_table(tmp_path):
     agreement = objective_agreement(samm)
     assert (agreement.compared, agreement.agreed) == (159, 148)
     assert "samm/011/011_4_2" not in set(agreement.disagreements["sample_id"])
-    from hlora_mer.data.action_units import RULE_OR_OWNER, au_report
+    from hlora_mer.data.annotations.action_units import RULE_OR_OWNER, au_report
 
     by_owner = [sid for sid, application in au_report(samm).rules if application.rule == RULE_OR_OWNER.name]
     assert by_owner == ["samm/007/007_6_1", "samm/007/007_6_5", "samm/014/014_5_2"]  # docs/datasets.md
@@ -419,7 +419,7 @@ def test_real_samm_or_rows_in_the_one_hot_table(tmp_path):
 def _classes_of_au_set(table, numbers):
     from collections import Counter
 
-    from hlora_mer.data.action_units import normalize_objective_class
+    from hlora_mer.data.annotations.action_units import normalize_objective_class
 
     return Counter(
         normalize_objective_class(owner)

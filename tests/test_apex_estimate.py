@@ -165,7 +165,7 @@ def test_video_clip_gets_the_same_estimate_as_its_frames(tmp_path) -> None:
 
 def test_experiment_config_and_checkpoint_carry_the_option() -> None:
     from hlora_mer.config import ExperimentConfig
-    from hlora_mer.inference import preprocess_params_of
+    from hlora_mer.inference.load import preprocess_params_of
     from hlora_mer.training.data import preprocess_params
 
     cfg = ExperimentConfig()

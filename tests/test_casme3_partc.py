@@ -7,8 +7,8 @@ import pytest
 
 from data_fixtures import write_frames
 from hlora_mer.data import apply_label_scheme, load_dataset
+from hlora_mer.data.annotations.diff import infer_dataset, load_version
 from hlora_mer.data.datasets.casme3 import partc_action_units
-from hlora_mer.data.diff import infer_dataset, load_version
 from hlora_mer.errors import DatasetError
 
 # sub, count, onset, offset, au, emotion: the owners' Part C columns (no apex).
@@ -130,7 +130,13 @@ def test_a_part_a_file_is_diffed_as_casme3_not_as_the_composite(partc_root):
 def test_partc_question_mark_after_an_au_is_that_au_uncertain(tmp_path):
     # Part C 10/1 is written '13?': AU13, uncertain (a '?' after an AU), not an unreadable code.
     from hlora_mer.data import check_dataset
-    from hlora_mer.data.action_units import AU, RULE_QUESTION_SUFFIX, au_report, au_table, objective_class_from_aus
+    from hlora_mer.data.annotations.action_units import (
+        AU,
+        RULE_QUESTION_SUFFIX,
+        au_report,
+        au_table,
+        objective_class_from_aus,
+    )
 
     rows = [(10, 1, 10, 20, "13?", "negative"), (10, 2, 30, 40, "6, 12?", "positive"), (11, 1, 5, 9, "4", "others")]
     write_partc(tmp_path / "CAS(ME)3_part_C_ME.xlsx", rows)
@@ -154,7 +160,7 @@ def test_partc_question_mark_after_an_au_is_that_au_uncertain(tmp_path):
 
 
 def parse(code):
-    from hlora_mer.data.action_units import parse_action_units
+    from hlora_mer.data.annotations.action_units import parse_action_units
 
     return parse_action_units(code).aus
 
@@ -162,7 +168,7 @@ def parse(code):
 def test_real_partc_every_au_cell_parses(tmp_path, annotations_dir):
     import shutil
 
-    from hlora_mer.data.action_units import AU, au_report, objective_class_from_aus
+    from hlora_mer.data.annotations.action_units import AU, au_report, objective_class_from_aus
 
     shutil.copyfile(annotations_dir / "CAS(ME)3_part_C_ME.xlsx", tmp_path / "CAS(ME)3_part_C_ME.xlsx")
     table = load_dataset("casme3_partc", tmp_path).table.set_index("sample_id", drop=False)

@@ -12,7 +12,7 @@ import yaml
 from data_fixtures import CASME2_FILES, megc_root, place, smic_root
 from hlora_mer.config import ExperimentConfig, from_dict
 from hlora_mer.data import apply_label_scheme, get_scheme, load_dataset
-from hlora_mer.data.composites import label_member, list_composites, load_composite, load_composite_table
+from hlora_mer.data.annotations.composites import label_member, list_composites, load_composite, load_composite_table
 from hlora_mer.data.table import make_table
 from hlora_mer.errors import ConfigError, DatasetError
 from hlora_mer.evaluation.metrics import scores

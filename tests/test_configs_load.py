@@ -91,7 +91,7 @@ def test_synthme_studies_train_exactly_as_the_demo(name: str) -> None:
     """The miniature studies differ from `make demo` only in their sweep, seeds and names."""
     import dataclasses
 
-    from hlora_mer.demo import demo_config
+    from hlora_mer.synthme.demo import demo_config
 
     study = load_experiment(CONFIGS[0].parent / f"{name}.yaml")
     demo = demo_config()

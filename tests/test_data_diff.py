@@ -1,4 +1,4 @@
-"""``hlora-mer data diff`` and ``hlora_mer.data.diff`` on two CASME II-format coding files written here,
+"""``hlora-mer data diff`` and ``hlora_mer.data.annotations.diff`` on two CASME II-format coding files written here,
 and on the real CASME II 20140508 / 20190701 files where ``HLORA_MER_ANNOTATIONS`` is set."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from data_fixtures import CASME2_FILES, annotation
 from hlora_mer.cli import main
-from hlora_mer.data.diff import count_changes, diff_tables, load_pair, load_version, one_sided_fields
+from hlora_mer.data.annotations.diff import count_changes, diff_tables, load_pair, load_version, one_sided_fields
 from hlora_mer.errors import DatasetError
 
 # Subject, Filename, Onset, Apex, Offset, Action Units, Estimated Emotion, Objective Classes

@@ -16,7 +16,7 @@ def _casme2_root(root: Path, rows: list[tuple[str | None, str, str]]) -> Path:
     """A CASME II root with only a coding file: (subject, filename, emotion) rows, no frames."""
     from openpyxl import Workbook
 
-    from hlora_mer.synth import ANNOTATION_FILE, HEADER
+    from hlora_mer.synthme.generate import ANNOTATION_FILE, HEADER
 
     root.mkdir(parents=True, exist_ok=True)
     book = Workbook()

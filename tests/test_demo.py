@@ -5,8 +5,8 @@ import json
 import pytest
 
 from hlora_mer.cli import main
-from hlora_mer.demo import demo_config, ensure_synthme
-from hlora_mer.synth import SynthConfig
+from hlora_mer.synthme.demo import demo_config, ensure_synthme
+from hlora_mer.synthme.generate import SynthConfig
 
 
 def test_packaged_demo_config_parses_and_takes_overrides():

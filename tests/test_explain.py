@@ -13,13 +13,13 @@ from align_fixtures import write_frames
 from conftest import TINY_IMAGE, tiny_model_config
 from hlora_mer.cli import main
 from hlora_mer.errors import UserError
-from hlora_mer.inference import TrainedModel, load_trained
+from hlora_mer.inference import explain as ex
+from hlora_mer.inference.load import TrainedModel, load_trained
 from hlora_mer.models.backbones import build_backbone
 from hlora_mer.models.lora import lora_layers
 from hlora_mer.models.mer_model import build_model
 from hlora_mer.preprocess.cache import open_cache_dir
 from hlora_mer.preprocess.run import PreprocessParams
-from hlora_mer.viz import explain as ex
 from test_figures import assert_picture
 from train_fixtures import CLASSES
 from viz_fixtures import APEX, build_cache_run, clip_frames

@@ -15,7 +15,7 @@ import torch
 from apply_fixtures import APPLY_ALPHA, APPLY_CLASSES, APPLY_FRAMES, APPLY_NL, APPLY_RANK, APPLY_SCHEME, tune_lora
 from hlora_mer.cli import main
 from hlora_mer.errors import UserError
-from hlora_mer.export import (
+from hlora_mer.inference.export import (
     ONNX_TOLERANCE,
     ClipClassifier,
     ExportError,
@@ -23,7 +23,7 @@ from hlora_mer.export import (
     load_fusion_head,
     sample_clips,
 )
-from hlora_mer.inference import load_trained, resolve_checkpoint
+from hlora_mer.inference.load import load_trained, resolve_checkpoint
 from hlora_mer.models.lora import lora_target_names
 from hlora_mer.training.runner import run_experiment
 from train_fixtures import tiny_experiment, tiny_source
@@ -258,8 +258,8 @@ def test_the_cli_prints_each_file_it_wrote(runs, tmp_path, capsys) -> None:
 
 
 def test_the_cli_offers_the_librarys_formats_and_tolerance() -> None:
-    from hlora_mer import export
     from hlora_mer.cli import export as cli_export
+    from hlora_mer.inference import export
 
     assert (cli_export.FORMATS, cli_export.ONNX_TOLERANCE) == (export.FORMATS, export.ONNX_TOLERANCE)
 
@@ -298,7 +298,7 @@ def _predicted(runs, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from hlora_mer.predict import predict_clips, requests_from_inputs
+    from hlora_mer.inference.predict import predict_clips, requests_from_inputs
     from hlora_mer.preprocess.cache import open_cache_dir
     from hlora_mer.training.clip_dataset import normalize_clip
 

@@ -8,7 +8,7 @@ import pytest
 
 from apply_fixtures import APPLY_CLASSES, APPLY_FRAMES, APPLY_SCHEME
 from hlora_mer.errors import UserError
-from hlora_mer.inference import load_trained, resolve_checkpoint
+from hlora_mer.inference.load import load_trained, resolve_checkpoint
 from hlora_mer.training.runner import run_experiment
 from train_fixtures import tiny_experiment, tiny_source
 
@@ -62,7 +62,7 @@ def test_an_older_checkpoint_takes_its_preprocessing_from_the_run_folder(runs, t
 def test_a_damaged_checkpoint_json_is_one_message(runs, tmp_path) -> None:
     import shutil
 
-    from hlora_mer.inference import checkpoint_meta
+    from hlora_mer.inference.load import checkpoint_meta
 
     checkpoint, meta = checkpoint_meta(runs / "all")
     assert meta["labels"] == list(APPLY_CLASSES) and meta["label_scheme"] == APPLY_SCHEME

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hlora_mer.data.labels import LabelScheme, apply_label_scheme, get_scheme, list_schemes, native_scheme
+from hlora_mer.data.annotations.labels import LabelScheme, apply_label_scheme, get_scheme, list_schemes, native_scheme
 from hlora_mer.data.table import make_table
 from hlora_mer.errors import DatasetError
 
@@ -139,7 +139,7 @@ def test_label_index_follows_the_scheme_order_for_derived_and_column_labels():
 
 
 def test_registered_and_composite_schemes_index_in_their_own_order():
-    from hlora_mer.data.composites import CompositeMember, label_member, load_composite
+    from hlora_mer.data.annotations.composites import CompositeMember, label_member, load_composite
     from hlora_mer.data.validate import summarize
 
     # casme2_5cls: happiness, disgust, repression, surprise, others (not alphabetical)

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import tiny_model_config
-from hlora_mer.models import backbone_pool, backbones, mer_model
-from hlora_mer.models.backbone_pool import BackbonePool, build_model_from_pool
+from hlora_mer.models import backbones, mer_model, pool
 from hlora_mer.models.backbones import build_backbone, tensor_fingerprint
 from hlora_mer.models.mer_model import build_model, parameter_report
+from hlora_mer.models.pool import BackbonePool, build_model_from_pool
 from hlora_mer.training.runner import default_model_factory, run_experiment
 from train_fixtures import tiny_experiment, tiny_source
 
@@ -33,9 +33,9 @@ def loads(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(backbones, "build_backbone", counting)
     monkeypatch.setattr(mer_model, "build_backbone", counting)
-    backbone_pool.default_pool.clear()
+    pool.default_pool.clear()
     yield calls
-    backbone_pool.default_pool.clear()
+    pool.default_pool.clear()
 
 
 def _per_fold_build(cfg):
@@ -74,8 +74,8 @@ def test_load_once_run_equals_per_fold_build(tmp_path, loads, backbone, model_ex
 def test_loso_of_three_folds_loads_the_backbone_once(tmp_path, loads) -> None:
     cfg = tiny_experiment(train={"feature_cache": False})
     run_experiment(cfg, tmp_path / "run", tiny_source(subjects=3))
-    assert len(loads) == 1 and backbone_pool.default_pool.loads == 1
-    assert backbone_pool.default_pool.load_seconds > 0
+    assert len(loads) == 1 and pool.default_pool.loads == 1
+    assert pool.default_pool.load_seconds > 0
     run_experiment(cfg, tmp_path / "again", tiny_source(subjects=3))  # a sweep member in the same process
     assert len(loads) == 1
 

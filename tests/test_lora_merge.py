@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from conftest import tiny_model_config
-from hlora_mer.export import backbone_state
+from hlora_mer.inference.export import backbone_state
 from hlora_mer.models.lora import lora_layers, merged
 from hlora_mer.models.mer_model import build_model
 from test_model import clips, perturb_lora_b

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from hlora_mer.data.action_units import (
+from hlora_mer.data.annotations.action_units import (
     AU,
     active_numbers,
     au_table,

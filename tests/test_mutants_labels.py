@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from hlora_mer.data import labels
-from hlora_mer.data.labels import (
+from hlora_mer.data.annotations import labels
+from hlora_mer.data.annotations.labels import (
     ANY_DATASET,
     LabelScheme,
     apply_label_scheme,

@@ -22,8 +22,8 @@ from conftest import TINY_IMAGE
 from hlora_mer.cli import main
 from hlora_mer.data.sampling import select_frames
 from hlora_mer.errors import UserError
-from hlora_mer.inference import load_trained
-from hlora_mer.predict import (
+from hlora_mer.inference.load import load_trained
+from hlora_mer.inference.predict import (
     ClipRequest,
     default_cache_dir,
     predict_clips,
@@ -189,7 +189,7 @@ def test_aligned_clips_are_reused_until_their_files_change(model, tmp_path, capl
     trained = load_trained(model)
     folder = frame_folder(tmp_path / "clip", frames(10, seed=7))
     requests = requests_from_inputs([folder])
-    with caplog.at_level(logging.INFO, logger="hlora_mer.predict"):
+    with caplog.at_level(logging.INFO, logger="hlora_mer.inference.predict"):
         first = predict_clips(trained, requests, tmp_path / "cache").clips[0].probabilities
         assert "1 new, 0 from the cache" in caplog.text
         caplog.clear()
@@ -332,7 +332,7 @@ def test_a_run_with_several_checkpoints_asks_for_one(loso, tmp_path, capsys) -> 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory) -> Path:
     pytest.importorskip("skimage")  # SynthME draws its faces from scikit-image's sample image
-    from hlora_mer.synth import SynthConfig, generate
+    from hlora_mer.synthme.generate import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("synth")
     generate(root, SynthConfig(subjects=2, clips_per_class=1, frame_size=32, min_frames=8, max_frames=10))
@@ -427,7 +427,7 @@ FIELDS = [
 def test_predict_prepares_clips_with_every_preprocessing_setting_of_the_checkpoint(
     field, changes, value, default, apex, model, tmp_path
 ) -> None:
-    from hlora_mer.predict import prepare_clip
+    from hlora_mer.inference.predict import prepare_clip
     from hlora_mer.preprocess.apex import APEX_ESTIMATE_METHOD
     from hlora_mer.preprocess.cache import open_cache_dir
     from hlora_mer.preprocess.run import PreprocessParams
@@ -529,7 +529,7 @@ def test_a_custom_landmark_model_is_carried_in_the_checkpoint_and_used_or_its_ab
     pytest.importorskip("skimage")
     from align_fixtures import make_clip, similarity
     from hlora_mer.files import sha256_file
-    from hlora_mer.inference import checkpoint_meta
+    from hlora_mer.inference.load import checkpoint_meta
 
     run, model_file = landmark_run
     checkpoint, meta = checkpoint_meta(run)

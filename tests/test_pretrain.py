@@ -9,7 +9,7 @@ import torch
 from hlora_mer.errors import BackboneNotFoundError
 from hlora_mer.models import backbones
 from hlora_mer.models.backbones import BACKBONES, build_backbone, tensor_fingerprint
-from hlora_mer.pretrain import PretrainConfig, motion_targets, pretrain_backbone, save_backbone_weights
+from hlora_mer.synthme.pretrain import PretrainConfig, motion_targets, pretrain_backbone, save_backbone_weights
 
 
 def _moving_square_clips(n: int, t: int = 4, size: int = 28, seed: int = 0) -> np.ndarray:

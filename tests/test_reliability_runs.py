@@ -120,7 +120,7 @@ def test_cli_resume_after_editing_the_coding_file_is_refused(tmp_path, capsys) -
     pytest.importorskip("skimage")
     import openpyxl
 
-    from hlora_mer.synth import ANNOTATION_FILE, SynthConfig, generate
+    from hlora_mer.synthme.generate import ANNOTATION_FILE, SynthConfig, generate
 
     root = tmp_path / "synth"
     generate(root, SynthConfig(subjects=2, clips_per_class=1, frame_size=32, min_frames=8, max_frames=10))

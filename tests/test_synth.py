@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hlora_mer.synth import (
+from hlora_mer.synthme.generate import (
     ANNOTATION_FILE,
     CLASSES,
     HEADER,

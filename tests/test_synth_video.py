@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from hlora_mer.cli import main
-from hlora_mer.synth import SynthConfig, clip_id, generate, video_path
+from hlora_mer.synthme.generate import SynthConfig, clip_id, generate, video_path
 
 pytest.importorskip("av")
 

@@ -217,7 +217,7 @@ def parse_only(command: str) -> str | None:
 
             load_experiment(REPO / args.config, overrides)
         elif args.command == "demo":
-            from hlora_mer.demo import demo_config
+            from hlora_mer.synthme.demo import demo_config
 
             demo_config(overrides)
     except UserError as err:

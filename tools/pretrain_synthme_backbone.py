@@ -4,7 +4,7 @@
    other clips) and ``--subjects`` subjects.
 2. Read it through the CASME II loader and align it exactly as the demo does (dlib, t = 8, 112 px).
 3. Pretrain the ``synthme_vit`` architecture from random init with the motion-reconstruction objective
-   of ``hlora_mer.pretrain`` (the emotion column is never read).
+   of ``hlora_mer.synthme.pretrain`` (the emotion column is never read).
 4. Write ``src/hlora_mer/weights/synthme_vit.safetensors`` (fp16, with the settings as metadata) and the
    loss history to ``benchmarks/results/pretrain_synthme_vit.json``.
 
@@ -27,12 +27,12 @@ import numpy as np
 from tqdm import tqdm
 
 from hlora_mer.data import load_dataset
-from hlora_mer.demo import ensure_synthme
 from hlora_mer.models.backbones import BACKBONES, build_backbone
 from hlora_mer.preprocess.cache import open_cache_dir
 from hlora_mer.preprocess.run import PreprocessParams, preprocess_table
-from hlora_mer.pretrain import PretrainConfig, config_metadata, pretrain_backbone, save_backbone_weights
-from hlora_mer.synth import SynthConfig
+from hlora_mer.synthme.demo import ensure_synthme
+from hlora_mer.synthme.generate import SynthConfig
+from hlora_mer.synthme.pretrain import PretrainConfig, config_metadata, pretrain_backbone, save_backbone_weights
 
 NAME = "synthme_vit"
 REPO = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def main() -> None:
         "synthme.seed": args.seed,
         "synthme.subjects": args.subjects,
         "synthme.clips": len(clips),
-        "objective": "motion reconstruction (hlora_mer.pretrain)",
+        "objective": "motion reconstruction (hlora_mer.synthme.pretrain)",
     }
     path = save_backbone_weights(backbone, args.out, metadata)
     args.history.parent.mkdir(parents=True, exist_ok=True)

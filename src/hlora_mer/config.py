@@ -433,7 +433,7 @@ class DataConfig:
 
     def _apply_composite(self) -> None:
         """Take data.datasets and data.label_scheme from the composite; any other value of them is an error."""
-        from hlora_mer.data.composites import load_composite
+        from hlora_mer.data.annotations.composites import load_composite
 
         assert self.composite is not None
         comp = load_composite(self.composite)

@@ -148,7 +148,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def _print_au_rules(table: Any) -> None:
     """Each ambiguous action-unit code and the written rule that resolved it (docs/datasets.md)."""
-    from hlora_mer.data.action_units import au_report
+    from hlora_mer.data.annotations.action_units import au_report
 
     applications = au_report(table).rules
     if applications:
@@ -204,7 +204,7 @@ def _register_diff(sub: argparse._SubParsersAction) -> None:
 def run_diff(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hlora_mer.data.diff import DIFF_FIELDS, count_changes, diff_tables, load_pair, one_sided_fields
+    from hlora_mer.data.annotations.diff import DIFF_FIELDS, count_changes, diff_tables, load_pair, one_sided_fields
     from hlora_mer.files import atomic_open
 
     if args.out is not None and Path(args.out).suffix.lower() != ".csv":

@@ -49,10 +49,10 @@ def demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from hlora_mer.cli.train import check_outputs, result_text, run_variant
-    from hlora_mer.demo import demo_config, ensure_synthme, synthme_root
     from hlora_mer.files import check_writable_dir
     from hlora_mer.models.backbones import BACKBONES, has_weights
-    from hlora_mer.synth import SynthConfig
+    from hlora_mer.synthme.demo import demo_config, ensure_synthme, synthme_root
+    from hlora_mer.synthme.generate import SynthConfig
 
     workdir = Path(args.workdir)
     overrides = list(args.overrides)

@@ -121,9 +121,9 @@ def _sample_clip(model: Path, sample: str) -> tuple[np.ndarray, list[int], int |
 
 def explain(args: argparse.Namespace) -> int:
     from hlora_mer.files import check_writable_dir
-    from hlora_mer.inference import load_trained
-    from hlora_mer.predict import prepare_clip
-    from hlora_mer.viz.explain import explain_clip
+    from hlora_mer.inference.explain import explain_clip
+    from hlora_mer.inference.load import load_trained
+    from hlora_mer.inference.predict import prepare_clip
     from hlora_mer.viz.figures import FigureUnavailable, nearest_index
 
     if (args.clip is None) == (args.sample is None):

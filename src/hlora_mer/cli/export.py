@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-# hlora_mer.export's FORMATS and ONNX_TOLERANCE, repeated so that building the parser imports no torch
+# hlora_mer.inference.export's FORMATS and ONNX_TOLERANCE, repeated so that building the parser imports no torch
 # (tests/test_export.py checks that they agree).
 FORMATS = ("peft", "merged", "onnx")
 ONNX_TOLERANCE = 1e-4
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def export(args: argparse.Namespace) -> int:
-    from hlora_mer.export import export_model
+    from hlora_mer.inference.export import export_model
 
     result = export_model(
         args.model,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from hlora_mer.errors import UserError
 
 if TYPE_CHECKING:
-    from hlora_mer.predict import PredictionReport
+    from hlora_mer.inference.predict import PredictionReport
 
 # Clip names longer than this are shortened on screen (never in --out).
 _NAME_WIDTH = 48
@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from hlora_mer.files import check_writable_dir
-    from hlora_mer.inference import checkpoint_meta, load_trained
-    from hlora_mer.predict import (
+    from hlora_mer.inference.load import checkpoint_meta, load_trained
+    from hlora_mer.inference.predict import (
         check_labels,
         check_output,
         default_cache_dir,

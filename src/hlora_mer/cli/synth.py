@@ -7,7 +7,7 @@ import dataclasses
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from hlora_mer.synth import SynthConfig
+    from hlora_mer.synthme.generate import SynthConfig
 
     p = subparsers.add_parser(
         "synth",
@@ -39,7 +39,7 @@ def synth(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from hlora_mer.files import check_writable_dir
-    from hlora_mer.synth import ANNOTATION_FILE, VIDEO_FOLDER, SynthConfig, clip_id, generate
+    from hlora_mer.synthme.generate import ANNOTATION_FILE, VIDEO_FOLDER, SynthConfig, clip_id, generate
 
     cfg = SynthConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SynthConfig)})
     check_writable_dir(args.out, "SynthME folder", "choose another output folder")

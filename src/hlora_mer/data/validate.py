@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from hlora_mer.data.action_units import au_report
-from hlora_mer.data.labels import LabelScheme, apply_label_scheme, get_scheme
+from hlora_mer.data.annotations.action_units import au_report
+from hlora_mer.data.annotations.labels import LabelScheme, apply_label_scheme, get_scheme
 from hlora_mer.data.loading import LoadedDataset
 
 logger = logging.getLogger(__name__)

@@ -114,7 +114,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         about="a tiny DINOv2-architecture test model with no published weights",
     ),
     # The offline demo's backbone: tiny, pretrained without labels on SynthME clips by
-    # tools/pretrain_synthme_backbone.py (hlora_mer.pretrain), shipped inside the package.
+    # tools/pretrain_synthme_backbone.py (hlora_mer.synthme.pretrain), shipped inside the package.
     "synthme_vit": BackboneSpec(
         None,
         hidden_size=128,

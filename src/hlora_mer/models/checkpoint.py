@@ -26,7 +26,7 @@ from hlora_mer.files import atomic_write_bytes
 from hlora_mer.models.mer_model import MERModel, build_model
 
 if TYPE_CHECKING:
-    from hlora_mer.data.labels import LabelScheme
+    from hlora_mer.data.annotations.labels import LabelScheme
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def label_scheme_record(data: DataConfig) -> dict[str, Any]:
     labels), for ``checkpoint.json``: a scheme that is not registered (a composite from the user's own YAML)
     can then be rebuilt by :func:`label_scheme_from_record` wherever the model goes."""
     from hlora_mer.data import get_scheme
-    from hlora_mer.data.composites import load_composite
+    from hlora_mer.data.annotations.composites import load_composite
 
     scheme = load_composite(data.composite).scheme() if data.composite else get_scheme(data.label_scheme)
     return {
@@ -87,8 +87,8 @@ def label_scheme_record(data: DataConfig) -> dict[str, Any]:
 
 
 def label_scheme_from_record(record: dict[str, Any]) -> LabelScheme:
-    """The :class:`~hlora_mer.data.labels.LabelScheme` that :func:`label_scheme_record` wrote."""
-    from hlora_mer.data.labels import LabelScheme
+    """The :class:`~hlora_mer.data.annotations.labels.LabelScheme` that :func:`label_scheme_record` wrote."""
+    from hlora_mer.data.annotations.labels import LabelScheme
 
     return LabelScheme(
         name=str(record["name"]),

@@ -176,7 +176,7 @@ def load_labelled_table(cfg: ExperimentConfig) -> tuple[pd.DataFrame, tuple[str,
     from hlora_mer.data import apply_label_scheme, get_scheme, load_dataset
 
     if cfg.data.composite:
-        from hlora_mer.data.composites import load_composite, load_composite_table
+        from hlora_mer.data.annotations.composites import load_composite, load_composite_table
 
         composite = load_composite(cfg.data.composite)
         comp_table, comp_excluded, comp_info = load_composite_table(

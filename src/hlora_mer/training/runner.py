@@ -55,8 +55,8 @@ ModelFactory = Callable[[ExperimentConfig], Any]
 
 
 def default_model_factory(cfg: ExperimentConfig) -> Any:
-    """``build_model(cfg.model)`` on a copy of the backbone loaded once per process (``models.backbone_pool``)."""
-    from hlora_mer.models.backbone_pool import build_model_from_pool
+    """``build_model(cfg.model)`` on a copy of the backbone loaded once per process (``models.pool``)."""
+    from hlora_mer.models.pool import build_model_from_pool
 
     return build_model_from_pool(cfg.model)
 
@@ -477,7 +477,7 @@ def run_experiment(
         source: the labelled samples and their Dataset factory (``training.data``).
         excluded: rows left out before training, written to ``excluded.csv``.
         model_factory: ``cfg -> fresh model``, called once per fold (default: ``build_model(cfg.model)`` on a
-            copy of the backbone loaded once per process, ``models.backbone_pool``).
+            copy of the backbone loaded once per process, ``models.pool``).
         callbacks: progress hooks.
         executor: where the folds run (default: ``SequentialExecutor``, here, one after the other).
 

@@ -551,7 +551,7 @@ def run_figures(
             failures,
         )
     )
-    from hlora_mer.viz.explain import run_explanations
+    from hlora_mer.inference.explain import run_explanations
 
     try:
         records.extend(run_explanations(run_dir, preds, run_info))

@@ -18,9 +18,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hlora_mer.data.annotations.labels import get_scheme
 from hlora_mer.data.datasets.casme2 import ANNOTATIONS as CASME2_ANNOTATIONS
 from hlora_mer.data.datasets.smic import smic_clip, smic_subject
-from hlora_mer.data.labels import get_scheme
 from hlora_mer.data.loading import LoadedDataset, first_existing, md5sum, merge_loaded
 from hlora_mer.data.registry import DatasetSpec, layout_error, load_dataset, register_dataset
 from hlora_mer.data.table import EXCLUDED_COLUMNS, concat_tables, make_table

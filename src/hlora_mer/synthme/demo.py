@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hlora_mer.config import ExperimentConfig, apply_overrides, from_dict
 from hlora_mer.files import atomic_write_text
-from hlora_mer.synth import SynthConfig, generate
+from hlora_mer.synthme.generate import SynthConfig, generate
 
 logger = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from torch import nn
 
-    from hlora_mer.inference import TrainedModel
+    from hlora_mer.inference.load import TrainedModel
     from hlora_mer.models.backbones import DinoBackbone
 
 logger = logging.getLogger(__name__)
@@ -511,7 +511,7 @@ def explain_clip(
     """Draw Fig. 4 (``NAME_pca``) and Fig. 5 (``NAME_iffa``) for one aligned clip into ``out_dir``.
 
     Args:
-        trained: the model (:func:`hlora_mer.inference.load_trained`).
+        trained: the model (:func:`hlora_mer.inference.load.load_trained`).
         clip: ``(T, S, S, 3)`` uint8, prepared with the model's preprocessing.
         out_dir: created if needed; each figure is written as PNG and PDF.
         apex_index: index (0..T-1) of the sampled frame nearest the apex, marked in both figures.
@@ -629,7 +629,7 @@ def run_explanations(
         clip_title = f"{sid}: backbone features (Fig. 4) and IFFA attention (Fig. 5)"
 
         def make(sid: str = sid, seed: int = seed, fold: Any = fold, label: str = str(row["label"])) -> list[Path]:
-            from hlora_mer.inference import load_trained
+            from hlora_mer.inference.load import load_trained
 
             if fold is None:
                 raise FigureUnavailable("its fold is not in folds.json")

@@ -133,7 +133,7 @@ class LabelScheme:
 
 def _objective_from_aus(table: pd.DataFrame) -> list[str | None]:
     """The MEGC2018 objective class of each row's parsed AUs; None where the AUs are unknown or unreadable."""
-    from hlora_mer.data.action_units import objective_class_from_aus, parse_action_units
+    from hlora_mer.data.annotations.action_units import objective_class_from_aus, parse_action_units
 
     out: list[str | None] = []
     owners = table["objective_class"] if "objective_class" in table.columns else [None] * len(table)
@@ -174,7 +174,7 @@ def get_scheme(name: str | LabelScheme) -> LabelScheme:
         return name
     key = name.strip().lower()
     if key not in _SCHEMES:
-        from hlora_mer.data.composites import list_composites, load_composite
+        from hlora_mer.data.annotations.composites import list_composites, load_composite
 
         if key in list_composites():  # a shipped composite's mapping is a scheme too (docs/datasets.md)
             return load_composite(key).scheme()

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from hlora_mer.data.labels import ANY_DATASET, LabelScheme, apply_label_scheme
+from hlora_mer.data.annotations.labels import ANY_DATASET, LabelScheme, apply_label_scheme
 from hlora_mer.data.table import EXCLUDED_COLUMNS, concat_tables
 from hlora_mer.errors import ConfigError, DatasetError
 

@@ -1,7 +1,7 @@
 """Hand a trained model to someone else: a PEFT adapter, a merged transformers folder, or ONNX.
 
-``export_model(RUN_OR_CHECKPOINT, fmt, DIR)`` rebuilds the checkpoint's model (:func:`hlora_mer.inference.load_trained`)
-and writes, atomically, one folder:
+``export_model(RUN_OR_CHECKPOINT, fmt, DIR)`` rebuilds the checkpoint's model
+(:func:`hlora_mer.inference.load.load_trained`) and writes, atomically, one folder:
 
 - ``peft``: ``adapter/`` (``adapter_config.json`` + ``adapter_model.safetensors``) that
   ``peft.PeftModel.from_pretrained`` loads onto the transformers DINOv2 model, the same LoRA on the same
@@ -43,7 +43,7 @@ from hlora_mer.errors import UserError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from hlora_mer.inference import TrainedModel
+    from hlora_mer.inference.load import TrainedModel
     from hlora_mer.models.backbones import DinoBackbone
     from hlora_mer.models.mer_model import MERModel
     from hlora_mer.preprocess.run import PreprocessParams
@@ -163,8 +163,8 @@ def prepare_input(
     """The input of an exported model for one video file or frame folder: ``(1, T, 3, S, S)`` float32 numpy.
 
     The clip is sampled and aligned with the preprocessing in the export's ``hlora_mer.json`` (the model's
-    training preprocessing), by the same code as ``hlora-mer predict`` (:func:`hlora_mer.predict.prepare_clip`,
-    sharing its cache), then normalised with DINOv2's mean and std
+    training preprocessing), by the same code as ``hlora-mer predict``
+    (:func:`hlora_mer.inference.predict.prepare_clip`, sharing its cache), then normalised with DINOv2's mean and std
     (:func:`hlora_mer.training.clip_dataset.normalize_clip`). Feed it to ``model.onnx`` as ``clips``, or
     ``torch.from_numpy`` it for :class:`ClipClassifier`.
 
@@ -178,7 +178,7 @@ def prepare_input(
     Raises:
         UserError: not an export folder; the clip cannot be read, is too short or shows no face.
     """
-    from hlora_mer.predict import prepare_clip
+    from hlora_mer.inference.predict import prepare_clip
     from hlora_mer.preprocess.run import params_from_dict
     from hlora_mer.training.clip_dataset import normalize_clip
 
@@ -509,7 +509,7 @@ def _loading(fmt: str, trained: TrainedModel, hub: tuple[str, str | None] | None
                 "```python",
                 "import onnxruntime as ort",
                 "",
-                "from hlora_mer.export import prepare_input",
+                "from hlora_mer.inference.export import prepare_input",
                 "",
                 f'session = ort.InferenceSession("{ONNX_FILE}", providers=["CPUExecutionProvider"])',
                 *_prepare_lines(trained, tensor=False),
@@ -540,7 +540,7 @@ def _loading(fmt: str, trained: TrainedModel, hub: tuple[str, str | None] | None
             *imports,
             f"from transformers import {cls}",
             "",
-            "from hlora_mer.export import ClipClassifier, load_fusion_head, prepare_input",
+            "from hlora_mer.inference.export import ClipClassifier, load_fusion_head, prepare_input",
             "",
             *backbone,
             'model = ClipClassifier(backbone, load_fusion_head(".")).eval()',
@@ -609,9 +609,9 @@ def _input_recipe(params: PreprocessParams) -> list[str]:
         f"and std {list(DINOV2_STD)}.",
         f"- **layout**: float32 (batch, {t}, 3, {s}, {s}): frames in time order, channels R, G, B.",
         "",
-        "With hlora_mer, `hlora_mer.export.prepare_input(EXPORT_DIR, CLIP, onset=, offset=, apex=)` does all of "
-        "this (the code of `hlora-mer predict` and `hlora-mer preprocess`); the snippet below uses it. Without "
-        "hlora_mer, reproduce the steps above.",
+        "With hlora_mer, `hlora_mer.inference.export.prepare_input(EXPORT_DIR, CLIP, onset=, offset=, apex=)` "
+        "does all of this (the code of `hlora-mer predict` and `hlora-mer preprocess`); the snippet below uses "
+        "it. Without hlora_mer, reproduce the steps above.",
     ]
 
 
@@ -831,7 +831,7 @@ def export_model(
     allow_mismatch: bool = False,
     tolerance: float = ONNX_TOLERANCE,
 ) -> ExportResult:
-    """Export the model of a run folder or checkpoint (see :func:`hlora_mer.inference.resolve_checkpoint`).
+    """Export the model of a run folder or checkpoint (see :func:`hlora_mer.inference.load.resolve_checkpoint`).
 
     Args:
         source: a run folder with one checkpoint, a fold folder or a checkpoint folder.
@@ -846,7 +846,7 @@ def export_model(
             export that does not reproduce the model (:class:`ExportError`).
     """
     from hlora_mer.files import atomic_write_dir, check_writable_dir
-    from hlora_mer.inference import load_trained
+    from hlora_mer.inference.load import load_trained
 
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")

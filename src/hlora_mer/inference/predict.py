@@ -33,8 +33,8 @@ from hlora_mer.data.frames import VIDEO_EXTENSIONS, list_frames
 from hlora_mer.errors import DatasetError, UserError
 
 if TYPE_CHECKING:
-    from hlora_mer.data.labels import LabelScheme
-    from hlora_mer.inference import TrainedModel
+    from hlora_mer.data.annotations.labels import LabelScheme
+    from hlora_mer.inference.load import TrainedModel
     from hlora_mer.preprocess.landmarks import LandmarkDetector
     from hlora_mer.preprocess.run import PreprocessParams
 
@@ -609,7 +609,7 @@ def predict_clips(
     """Align ``requests`` as the model's training clips were, and predict them.
 
     Args:
-        trained: The model (``hlora_mer.inference.load_trained``).
+        trained: The model (``hlora_mer.inference.load.load_trained``).
         requests: The clips, e.g. from :func:`requests_from_inputs`.
         cache_dir: Folder of the aligned-clip cache (default :func:`default_cache_dir`); clips go to a
             sub-folder named after the preprocessing parameters, as with ``hlora-mer preprocess``.
@@ -622,7 +622,7 @@ def predict_clips(
     Returns:
         One :class:`ClipPrediction` per request, in order; failed clips carry their reason.
     """
-    from hlora_mer.inference import check_landmark_model
+    from hlora_mer.inference.load import check_landmark_model
     from hlora_mer.preprocess.run import preprocess_table
     from hlora_mer.training.clip_dataset import AlignedClipDataset
 
@@ -717,7 +717,7 @@ def prepare_clip(
     """One video or frame folder sampled and aligned exactly as :func:`predict_clips` does (same cache).
 
     This is the path from a file to the model's input: normalise the result with
-    ``hlora_mer.training.clip_dataset.normalize_clip`` (or use :func:`hlora_mer.export.prepare_input`, which
+    ``hlora_mer.training.clip_dataset.normalize_clip`` (or use :func:`hlora_mer.inference.export.prepare_input`, which
     does both for an exported model).
 
     Args:
@@ -735,7 +735,7 @@ def prepare_clip(
     Raises:
         UserError: the path is no clip, or the clip cannot be read, is too short or shows no face.
     """
-    from hlora_mer.inference import check_landmark_model
+    from hlora_mer.inference.load import check_landmark_model
     from hlora_mer.preprocess.cache import open_cache_dir
     from hlora_mer.preprocess.run import PreprocessParams, preprocess_table
 
